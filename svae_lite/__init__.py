@@ -1,0 +1,12 @@
+"""svae_lite: sparse mechanism shift models of single-cell perturbation screens.
+
+Lopez et al., "Learning Causal Representations of Single Cells via Sparse Mechanism Shift
+Modeling", CLeaR 2023 (arXiv:2211.03553).
+"""
+from . import metrics
+from .models import VAE, BetaVAE, ShiftModel, SVAE, SVAEPlus, iVAE
+from .simulate import simulate
+
+__version__ = "0.1.0"
+
+__all__ = ["simulate", "metrics", "VAE", "BetaVAE", "iVAE", "SVAE", "SVAEPlus", "ShiftModel"]

@@ -1,0 +1,210 @@
+"""Latent priors p(z | a): the only part of the generative model that differs between models.
+
+Every prior is indexed by the perturbation code ``a`` of each cell (``control_index`` is the
+control group) and provides
+
+- ``kl(qz_loc, qz_scale, labels)``: per-cell KL( q(z|x) || p(z|a) ), summed over latents;
+- ``log_prob(z, labels)``: log p(z|a) for importance sampling (``z``: (..., cells, d));
+- ``penalty()``: the global term of the ELBO (e.g. -log p(mask) + log q(mask)), in nats;
+- ``intervention_probabilities()``: (categories, d) probability that each latent is targeted.
+
+Control cells always use the base mechanism N(0, I).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["StandardNormal", "DenseShift", "SparseShift", "gaussian_kl"]
+
+
+def gaussian_kl(q_loc, q_scale, p_loc, p_scale):
+    """Elementwise KL( N(q_loc, q_scale^2) || N(p_loc, p_scale^2) )."""
+    var_ratio = (q_scale / p_scale) ** 2
+    return 0.5 * (var_ratio + ((q_loc - p_loc) / p_scale) ** 2 - 1.0 - torch.log(var_ratio))
+
+
+def _normal_log_prob(z, loc, scale):
+    return -0.5 * ((z - loc) / scale) ** 2 - torch.log(scale) - 0.5 * math.log(2 * math.pi)
+
+
+class StandardNormal(nn.Module):
+    """p(z | a) = N(0, I) for every cell (VAE and beta-VAE)."""
+
+    sparse = False
+
+    def __init__(self, n_labels: int, n_latent: int, control_index: int):
+        super().__init__()
+        self.n_labels, self.n_latent, self.control_index = n_labels, n_latent, control_index
+
+    def loc_scale(self, labels, mask=None):
+        shape = (labels.shape[0], self.n_latent)
+        zero = torch.zeros(shape, device=labels.device)
+        return zero, torch.ones_like(zero)
+
+    def kl(self, q_loc, q_scale, labels):
+        loc, scale = self.loc_scale(labels)
+        return gaussian_kl(q_loc, q_scale, loc, scale).sum(-1)
+
+    def log_prob(self, z, labels):
+        loc, scale = self.loc_scale(labels, mask=self.map_mask())
+        return _normal_log_prob(z, loc, scale).sum(-1)
+
+    def map_mask(self):
+        return None
+
+    def penalty(self):
+        return torch.zeros((), device=self._device())
+
+    def _device(self):
+        p = next(self.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+    def intervention_probabilities(self):
+        return torch.zeros(self.n_labels, self.n_latent)
+
+    def rotate_(self, R):
+        """Re-express the prior in rotated latent coordinates z' = z @ R (N(0, I) is invariant)."""
+
+
+class DenseShift(StandardNormal):
+    """iVAE prior: p(z | a) = N(delta_a, diag(sigma_a^2)); every latent may move.
+
+    Parameters
+    ----------
+    learn_scale
+        Also learn a per-perturbation, per-latent log standard deviation (stochastic
+        interventions that change the variance).
+    """
+
+    def __init__(self, n_labels, n_latent, control_index, learn_scale: bool = True):
+        super().__init__(n_labels, n_latent, control_index)
+        self.shift = nn.Parameter(torch.zeros(n_labels, n_latent))
+        self.log_scale = nn.Parameter(torch.zeros(n_labels, n_latent), requires_grad=learn_scale)
+        is_pert = torch.ones(n_labels, 1)
+        is_pert[control_index] = 0.0
+        self.register_buffer("is_perturbed", is_pert)
+
+    def _gate(self, mask):
+        """(labels, d) gate on each latent's intervention; None means all latents."""
+        return self.is_perturbed if mask is None else self.is_perturbed * mask
+
+    def loc_scale(self, labels, mask=None):
+        g = self._gate(mask)
+        loc = (g * self.shift)[labels]
+        scale = torch.exp((g * self.log_scale)[labels])
+        return loc, scale
+
+    def intervention_probabilities(self):
+        return self.is_perturbed.expand(-1, self.n_latent).detach().cpu().clone()
+
+    @torch.no_grad()
+    def rotate_(self, R):
+        self.shift.copy_(self.shift @ R)
+        # Variances are not rotation-equivariant: restart them at the control value.
+        self.log_scale.zero_()
+
+
+class SparseShift(DenseShift):
+    """Sparse mechanism shift prior (sVAE, sVAE+).
+
+    p(z_j | a) = N(m_aj * delta_aj, exp(m_aj * log_sigma_aj)^2) with a binary mask
+    m_aj in {0, 1} that says whether perturbation a targets latent j. The mask has a
+    variational Bernoulli posterior q(m_aj) = Bernoulli(sigmoid(logit_aj)).
+
+    Parameters
+    ----------
+    penalty
+        ``"l0"``: ``sparsity * E_q[||m||_0]`` (sVAE).
+        ``"beta_bernoulli"``: KL(q(m) || p(m)) under a Beta(1, ``sparsity``)-Bernoulli prior
+        shared by the perturbations for each latent (sVAE+); the Beta prior is integrated out,
+        so latents that few perturbations target are cheaper to keep that way.
+    estimator
+        ``"gumbel"``: straight-through Gumbel-sigmoid (relaxed Bernoulli) samples of the mask;
+        ``"exact"``: exact expectation of the KL over the Bernoulli mask (the KL factorises
+        over latents, so E_q(m)[KL] = sum_j p_j KL_on_j + (1 - p_j) KL_off_j).
+    temperature
+        Temperature of the Gumbel-sigmoid relaxation.
+    init_logit
+        Initial mask logit (0 = probability 1/2).
+    """
+
+    sparse = True
+
+    def __init__(self, n_labels, n_latent, control_index, learn_scale=True, penalty="beta_bernoulli",
+                 sparsity: float = 1.0, estimator: str = "gumbel", temperature: float = 0.5,
+                 init_logit: float = 3.0):
+        super().__init__(n_labels, n_latent, control_index, learn_scale)
+        if penalty not in ("l0", "beta_bernoulli"):
+            raise ValueError(f"penalty={penalty!r}: choose 'l0' or 'beta_bernoulli'.")
+        if estimator not in ("gumbel", "exact"):
+            raise ValueError(f"estimator={estimator!r}: choose 'gumbel' or 'exact'.")
+        self.penalty_kind, self.estimator = penalty, estimator
+        self.sparsity, self.temperature = float(sparsity), float(temperature)
+        self.mask_logit = nn.Parameter(torch.full((n_labels, n_latent), float(init_logit)))
+        # While True the mask is held at 1 (dense shifts): the warm-up phase of training.
+        self.register_buffer("dense", torch.tensor(False))
+        self._sample = None
+
+    def probs(self):
+        return torch.sigmoid(self.mask_logit) * self.is_perturbed
+
+    def map_mask(self):
+        if bool(self.dense):
+            return torch.ones_like(self.mask_logit)
+        return (self.probs() > 0.5).float()
+
+    def sample_mask(self):
+        """One straight-through Gumbel-sigmoid sample of the whole (labels, d) mask."""
+        u = torch.rand_like(self.mask_logit).clamp(1e-6, 1 - 1e-6)
+        soft = torch.sigmoid((self.mask_logit + torch.log(u) - torch.log1p(-u)) / self.temperature)
+        hard = (soft > 0.5).float()
+        return hard + soft - soft.detach()
+
+    def kl(self, q_loc, q_scale, labels):
+        if bool(self.dense):
+            return super().kl(q_loc, q_scale, labels)
+        if self.training and self.estimator == "gumbel":
+            self._sample = self.sample_mask()
+            loc, scale = self.loc_scale(labels, self._sample)
+            return gaussian_kl(q_loc, q_scale, loc, scale).sum(-1)
+        p = self.probs()[labels]
+        zero = torch.zeros_like(q_loc)
+        kl_off = gaussian_kl(q_loc, q_scale, zero, zero + 1.0)
+        loc, scale = self.loc_scale(labels)  # mask on
+        kl_on = gaussian_kl(q_loc, q_scale, loc, scale)
+        return (p * kl_on + (1 - p) * kl_off).sum(-1)
+
+    def penalty(self):
+        if bool(self.dense):
+            return torch.zeros((), device=self.mask_logit.device)
+        rows = self.is_perturbed.squeeze(1).bool()
+        logit = self.mask_logit[rows]
+        p = torch.sigmoid(logit)
+        if self.penalty_kind == "l0":
+            return self.sparsity * p.sum()
+        # KL(q(m) || p(m)) = E_q[log q(m)] - E_q[log p(m)], Beta(a=1, b=sparsity) integrated out
+        # per latent: log p(m_.j) = log B(a + n_j, b + K - n_j) - log B(a, b).
+        neg_entropy = (p * F.logsigmoid(logit) + (1 - p) * F.logsigmoid(-logit)).sum()
+        if self.training and self.estimator == "gumbel" and self._sample is not None:
+            n_on = self._sample[rows].sum(0)
+        else:
+            n_on = p.sum(0)
+        K = float(logit.shape[0])
+        a, b = 1.0, self.sparsity
+        log_beta = lambda x, y: torch.lgamma(x) + torch.lgamma(y) - torch.lgamma(x + y)  # noqa: E731
+        log_p = (log_beta(a + n_on, b + K - n_on) - math.lgamma(a) - math.lgamma(b) + math.lgamma(a + b)).sum()
+        return neg_entropy - log_p
+
+    def intervention_probabilities(self):
+        if bool(self.dense):
+            return super().intervention_probabilities()
+        return self.probs().detach().cpu().clone()
+
+    @torch.no_grad()
+    def init_mask_from_shifts(self, threshold: float = 1.0, slope: float = 3.0):
+        """Set mask logits from the size of each (dense) shift: |delta| > threshold -> on."""
+        self.mask_logit.copy_(slope * (self.shift.abs() - threshold))

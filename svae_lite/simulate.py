@@ -1,0 +1,211 @@
+"""Sparse-mechanism-shift simulator.
+
+Each perturbation is a *stochastic intervention* on a small set of latent coordinates:
+control cells draw ``z ~ N(0, I_d)``; a cell of perturbation ``k`` draws its targeted
+coordinates ``j in T_k`` from ``N(delta_kj, target_scale**2)`` and every other coordinate
+from the control mechanism ``N(0, 1)``.  A fixed random nonlinear decoder maps ``z`` to
+per-cell gene proportions (a softmax over genes) that, times a per-cell library size, give
+the Poisson (or negative binomial) rate of the counts.
+
+Everything the simulation knows travels in the returned AnnData, so that any model fit to it
+can be scored against the ground truth (:mod:`svae_lite.metrics`).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import anndata as ad
+
+from ._validation import check_positive_int, check_positive_float
+
+CONTROL = "control"
+
+__all__ = ["simulate", "CONTROL"]
+
+
+def _orthogonal(rng: np.random.Generator, n_out: int, n_in: int) -> np.ndarray:
+    """A (n_out, n_in) matrix with orthonormal rows or columns (like torch's orthogonal_)."""
+    a = rng.standard_normal((max(n_out, n_in), min(n_out, n_in)))
+    q, r = np.linalg.qr(a)
+    q = q * np.sign(np.diag(r))
+    return q if n_out >= n_in else q.T
+
+
+def _leaky_relu(x: np.ndarray, slope: float = 0.2) -> np.ndarray:
+    return np.where(x > 0, x, slope * x)
+
+
+def simulate(
+    n_latent: int = 15,
+    n_perturbations: int = 100,
+    n_cells_per_perturbation: int = 500,
+    n_genes: int = 100,
+    n_heldout: int = 20,
+    n_targets: tuple[int, int] = (1, 3),
+    shift_mean: float = 5.0,
+    shift_sd: float = 0.5,
+    target_scale: float = 1.0,
+    n_control_cells: int | None = None,
+    n_hidden: int = 40,
+    n_layers: int = 3,
+    library_size: float = 2000.0,
+    library_sd: float = 0.2,
+    likelihood: str = "poisson",
+    nb_dispersion: float = 10.0,
+    seed: int = 0,
+) -> ad.AnnData:
+    """Simulate a perturbation screen in which every perturbation shifts a few latents.
+
+    Parameters
+    ----------
+    n_latent
+        Latent dimension ``d``.
+    n_perturbations
+        Number of perturbations ``K`` (not counting the ``control`` group).
+    n_cells_per_perturbation
+        Cells drawn for every perturbation (and for control unless ``n_control_cells``).
+    n_genes
+        Number of genes ``G``.
+    n_heldout
+        The last ``n_heldout`` perturbations get ``obs['split'] == 'heldout'``: models are
+        trained on the ``train`` cells and the held-out ones test out-of-distribution fit.
+    n_targets
+        Inclusive range ``(low, high)`` of the number of latents each perturbation targets;
+        targets are drawn uniformly *without replacement* among the ``d`` latents.
+    shift_mean, shift_sd
+        A target's mean shift is ``sign * N(shift_mean, shift_sd**2)`` with a random sign,
+        in units of the control standard deviation.
+    target_scale
+        Standard deviation of a targeted latent under the intervention (1 = mean shift only;
+        other values make the intervention change the latent's variance too).
+    n_control_cells
+        Number of control cells (default ``n_cells_per_perturbation``).
+    n_hidden, n_layers
+        Width and depth of the random decoder MLP (orthogonal weights, LeakyReLU 0.2).
+    library_size, library_sd
+        Per-cell library size ``exp(N(log(library_size), library_sd**2))`` (UMIs per cell).
+    likelihood
+        ``"poisson"`` or ``"nb"`` (negative binomial with inverse dispersion ``nb_dispersion``).
+    seed
+        Seed of a :class:`numpy.random.Generator`; the same seed gives the same data bit for bit.
+
+    Returns
+    -------
+    AnnData with ``X`` the counts (float32, integer-valued), cells x genes, and
+
+    - ``obs['perturbation']``: categorical, ``control`` first, then ``P000`` ...;
+    - ``obs['split']``: ``train`` or ``heldout``;
+    - ``obsm['z_true']``: (cells, d) true latents;
+    - ``uns['true_targets']``: DataFrame (perturbations x latents, bool);
+    - ``uns['true_shifts']``: DataFrame (perturbations x latents, float; 0 off target);
+    - ``uns['simulation']``: every parameter and the seed.
+    """
+    n_latent = check_positive_int(n_latent, "n_latent")
+    n_perturbations = check_positive_int(n_perturbations, "n_perturbations")
+    n_cells = check_positive_int(n_cells_per_perturbation, "n_cells_per_perturbation")
+    n_genes = check_positive_int(n_genes, "n_genes", minimum=2)
+    n_hidden = check_positive_int(n_hidden, "n_hidden")
+    n_layers = check_positive_int(n_layers, "n_layers", minimum=0)
+    n_ctrl = n_cells if n_control_cells is None else check_positive_int(n_control_cells, "n_control_cells")
+    if not isinstance(n_heldout, (int, np.integer)) or not 0 <= n_heldout < n_perturbations:
+        raise ValueError(
+            f"n_heldout={n_heldout!r} must be an integer in [0, n_perturbations) "
+            f"= [0, {n_perturbations}) so that some perturbations remain for training."
+        )
+    lo, hi = (int(n_targets[0]), int(n_targets[1])) if np.ndim(n_targets) else (int(n_targets),) * 2
+    if not 1 <= lo <= hi <= n_latent:
+        raise ValueError(
+            f"n_targets={n_targets!r} must satisfy 1 <= low <= high <= n_latent={n_latent}."
+        )
+    shift_mean = check_positive_float(shift_mean, "shift_mean", allow_zero=True)
+    shift_sd = check_positive_float(shift_sd, "shift_sd", allow_zero=True)
+    target_scale = check_positive_float(target_scale, "target_scale")
+    library_size = check_positive_float(library_size, "library_size")
+    library_sd = check_positive_float(library_sd, "library_sd", allow_zero=True)
+    if likelihood not in ("poisson", "nb"):
+        raise ValueError(f"likelihood={likelihood!r}: choose 'poisson' or 'nb'.")
+    nb_dispersion = check_positive_float(nb_dispersion, "nb_dispersion")
+
+    rng = np.random.default_rng(seed)
+    d, K = n_latent, n_perturbations
+
+    # Ground-truth targets and shifts.
+    targets = np.zeros((K, d), dtype=bool)
+    shifts = np.zeros((K, d))
+    for k in range(K):
+        n_t = rng.integers(lo, hi + 1)
+        idx = rng.choice(d, size=n_t, replace=False)
+        targets[k, idx] = True
+        shifts[k, idx] = rng.choice([-1.0, 1.0], size=n_t) * rng.normal(shift_mean, shift_sd, size=n_t)
+
+    # Latents: control mechanism everywhere, intervened mechanism on targets.
+    names = [f"P{k:03d}" for k in range(K)]
+    sizes = [n_ctrl] + [n_cells] * K
+    labels = np.repeat([CONTROL] + names, sizes)
+    group = np.repeat(np.arange(-1, K), sizes)
+    z = rng.standard_normal((labels.size, d))
+    pert = group >= 0
+    g = group[pert]
+    z_p = z[pert]
+    z_p[targets[g]] = shifts[g][targets[g]] + target_scale * z_p[targets[g]]
+    z[pert] = z_p
+
+    # Fixed random decoder: z -> hidden layers -> gene logits -> softmax over genes.
+    h = z
+    dims = [d] + [n_hidden] * n_layers + [n_genes]
+    for i in range(len(dims) - 1):
+        W = _orthogonal(rng, dims[i + 1], dims[i])
+        h = h @ W.T
+        if i < len(dims) - 2:
+            h = _leaky_relu(h, 0.2)
+    h = h - h.max(axis=1, keepdims=True)
+    rho = np.exp(h)
+    rho /= rho.sum(axis=1, keepdims=True)
+    lib = np.exp(rng.normal(np.log(library_size), library_sd, size=labels.size))
+    mu = rho * lib[:, None]
+    if likelihood == "poisson":
+        counts = rng.poisson(mu)
+    else:
+        counts = rng.poisson(rng.gamma(nb_dispersion, mu / nb_dispersion))
+
+    heldout = set(names[K - n_heldout:]) if n_heldout else set()
+    obs = pd.DataFrame(
+        {
+            "perturbation": pd.Categorical(labels, categories=[CONTROL] + names),
+            "split": pd.Categorical(
+                np.where(np.isin(labels, list(heldout)), "heldout", "train"),
+                categories=["train", "heldout"],
+            ),
+            "library_size": lib.astype(np.float32),
+        },
+        index=[f"cell{i}" for i in range(labels.size)],
+    )
+    adata = ad.AnnData(
+        X=counts.astype(np.float32),
+        obs=obs,
+        var=pd.DataFrame(index=[f"gene{i}" for i in range(n_genes)]),
+    )
+    latent_names = [f"z{j}" for j in range(d)]
+    adata.obsm["z_true"] = z.astype(np.float32)
+    adata.uns["true_targets"] = pd.DataFrame(targets, index=names, columns=latent_names)
+    adata.uns["true_shifts"] = pd.DataFrame(shifts, index=names, columns=latent_names)
+    adata.uns["simulation"] = {
+        "n_latent": d,
+        "n_perturbations": K,
+        "n_cells_per_perturbation": n_cells,
+        "n_control_cells": n_ctrl,
+        "n_genes": n_genes,
+        "n_heldout": int(n_heldout),
+        "n_targets": [lo, hi],
+        "shift_mean": shift_mean,
+        "shift_sd": shift_sd,
+        "target_scale": target_scale,
+        "n_hidden": n_hidden,
+        "n_layers": n_layers,
+        "library_size": library_size,
+        "library_sd": library_sd,
+        "likelihood": likelihood,
+        "nb_dispersion": nb_dispersion,
+        "seed": int(seed),
+    }
+    return adata

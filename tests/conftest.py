@@ -1,0 +1,20 @@
+import os
+import warnings
+
+import pytest
+
+os.environ.setdefault("SVAE_LITE_DATA", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+@pytest.fixture(scope="session")
+def small_adata():
+    import svae_lite as sl
+
+    return sl.simulate(n_latent=4, n_perturbations=12, n_cells_per_perturbation=40, n_genes=30,
+                       n_heldout=3, seed=1)
+
+
+@pytest.fixture()
+def small_train(small_adata):
+    return small_adata[small_adata.obs["split"] == "train"].copy()

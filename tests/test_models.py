@@ -1,0 +1,64 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+import svae_lite as sl
+
+MODELS = [sl.VAE, sl.BetaVAE, sl.iVAE, sl.SVAE, sl.SVAEPlus]
+
+
+@pytest.mark.parametrize("cls", MODELS, ids=lambda c: c.__name__)
+def test_each_model_trains_and_returns_finite_values(cls, small_train):
+    cls.setup_anndata(small_train)
+    m = cls(small_train, n_latent=4, n_hidden=32)
+    m.train(max_epochs=4, batch_size=64, enable_progress_bar=False)
+    z = m.get_latent_representation()
+    assert z.shape == (small_train.n_obs, 4) and np.isfinite(z).all()
+    t = m.get_intervention_targets()
+    assert t.shape == (9, 4) and ((t >= 0) & (t <= 1)).all().all()
+    assert "control" not in t.index
+    ll = m.get_marginal_ll(n_samples=5)
+    assert ll.shape == (small_train.n_obs,) and np.isfinite(ll).all() and (ll < 0).all()
+    assert "elbo_train" in m.history and len(m.history["elbo_train"]) == 4
+    pred = m.predict(["P000", "P000+P001"], n_cells=20)
+    assert pred.shape == (2, small_train.n_vars) and np.isfinite(pred.to_numpy()).all()
+
+
+def test_sparse_model_masks_and_alignment(small_train):
+    sl.SVAEPlus.setup_anndata(small_train)
+    m = sl.SVAEPlus(small_train, n_latent=4, n_hidden=32)
+    m.train(max_epochs=40, batch_size=64, enable_progress_bar=False)
+    assert hasattr(m, "alignment_")
+    R = m.alignment_["rotation"]
+    assert np.allclose(R @ R.T, np.eye(4), atol=1e-6)
+    t = m.get_intervention_targets().to_numpy()
+    assert t.min() < 0.5 < t.max()  # masks are not all equal after the alignment
+
+
+def test_save_load_round_trip(tmp_path, small_train):
+    sl.SVAEPlus.setup_anndata(small_train)
+    m = sl.SVAEPlus(small_train, n_latent=4, n_hidden=32)
+    m.train(max_epochs=3, batch_size=64, enable_progress_bar=False)
+    m.save(tmp_path / "m", overwrite=True)
+    m2 = sl.SVAEPlus.load(tmp_path / "m", adata=small_train)
+    np.testing.assert_array_equal(m.get_latent_representation(), m2.get_latent_representation())
+    pd.testing.assert_frame_equal(m.get_intervention_targets(), m2.get_intervention_targets())
+
+
+def test_transfer_learns_only_new_perturbations(small_adata):
+    train = small_adata[small_adata.obs["split"] == "train"].copy()
+    held = small_adata[small_adata.obs["split"] == "heldout"].copy()
+    sl.SVAEPlus.setup_anndata(train)
+    m = sl.SVAEPlus(train, n_latent=4, n_hidden=32)
+    m.train(max_epochs=6, batch_size=64, enable_progress_bar=False)
+    with pytest.raises(ValueError, match="never seen in training"):
+        m.get_marginal_ll(held, n_samples=5)
+    z_before = m.get_latent_representation(held)
+    t = m.transfer(held, max_epochs=30, batch_size=64, enable_progress_bar=False)
+    # shared parts unchanged, original model untouched
+    np.testing.assert_allclose(t.get_latent_representation(held), z_before, rtol=1e-5, atol=1e-5)
+    old = m.get_intervention_targets()
+    np.testing.assert_allclose(t.get_intervention_targets().loc[old.index].to_numpy(), old.to_numpy())
+    assert set(held.obs["perturbation"]) <= set(t.get_intervention_targets().index)
+    ll = t.get_marginal_ll(held, n_samples=10, return_mean=True)
+    assert np.isfinite(ll)

@@ -1,0 +1,67 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+import svae_lite as sl
+
+
+def test_shapes_and_ground_truth():
+    a = sl.simulate(n_latent=6, n_perturbations=10, n_cells_per_perturbation=30, n_genes=25,
+                    n_heldout=2, seed=0)
+    assert a.shape == (11 * 30, 25)
+    assert a.obsm["z_true"].shape == (a.n_obs, 6)
+    assert list(a.obs["perturbation"].cat.categories)[0] == "control"
+    t = a.uns["true_targets"]
+    assert isinstance(t, pd.DataFrame) and t.shape == (10, 6) and t.dtypes.eq(bool).all()
+    assert (a.obs["split"] == "heldout").sum() == 2 * 30
+    assert set(a.obs.loc[a.obs["split"] == "heldout", "perturbation"]) == {"P008", "P009"}
+    assert a.uns["simulation"]["seed"] == 0
+    X = a.X
+    assert (X >= 0).all() and np.allclose(X, np.round(X))
+
+
+def test_targets_are_sparse_and_distinct():
+    a = sl.simulate(n_latent=15, n_perturbations=200, n_cells_per_perturbation=2, n_genes=20,
+                    n_heldout=0, seed=3)
+    n_t = a.uns["true_targets"].sum(1)
+    assert n_t.min() >= 1 and n_t.max() <= 3
+    assert set(n_t) == {1, 2, 3}  # without replacement: exactly 1-3 distinct latents
+    s = a.uns["true_shifts"].to_numpy()
+    on = a.uns["true_targets"].to_numpy()
+    assert np.all(s[~on] == 0) and np.all(np.abs(s[on]) > 2.5)
+
+
+def test_only_targets_shift():
+    a = sl.simulate(n_latent=5, n_perturbations=4, n_cells_per_perturbation=3000, n_genes=20,
+                    n_heldout=0, seed=2)
+    z = a.obsm["z_true"]
+    ctrl = z[a.obs["perturbation"] == "control"]
+    assert np.allclose(ctrl.mean(0), 0, atol=0.1) and np.allclose(ctrl.std(0), 1, atol=0.1)
+    for p, row in a.uns["true_shifts"].iterrows():
+        zp = z[(a.obs["perturbation"] == p).to_numpy()]
+        assert np.allclose(zp.mean(0), row.to_numpy(), atol=0.15)
+
+
+def test_deterministic_bit_for_bit():
+    a = sl.simulate(n_latent=4, n_perturbations=5, n_cells_per_perturbation=20, n_genes=15, seed=7, n_heldout=1)
+    b = sl.simulate(n_latent=4, n_perturbations=5, n_cells_per_perturbation=20, n_genes=15, seed=7, n_heldout=1)
+    c = sl.simulate(n_latent=4, n_perturbations=5, n_cells_per_perturbation=20, n_genes=15, seed=8, n_heldout=1)
+    assert np.array_equal(a.X, b.X) and np.array_equal(a.obsm["z_true"], b.obsm["z_true"])
+    assert not np.array_equal(a.X, c.X)
+
+
+def test_negative_binomial_and_variance_change():
+    a = sl.simulate(n_latent=3, n_perturbations=3, n_cells_per_perturbation=2000, n_genes=10,
+                    n_heldout=0, likelihood="nb", target_scale=2.0, seed=0)
+    z = a.obsm["z_true"]
+    p, row = next(iter(a.uns["true_targets"].iterrows()))
+    zp = z[(a.obs["perturbation"] == p).to_numpy()]
+    assert np.allclose(zp.std(0)[row.to_numpy()], 2.0, atol=0.15)
+
+
+@pytest.mark.parametrize("kw", [dict(n_latent=0), dict(n_targets=(2, 1)), dict(n_targets=(1, 9), n_latent=4),
+                                dict(n_heldout=10, n_perturbations=10), dict(likelihood="zip"),
+                                dict(shift_sd=-1.0)])
+def test_bad_parameters(kw):
+    with pytest.raises((ValueError, TypeError)):
+        sl.simulate(**kw)
