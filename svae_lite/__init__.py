@@ -3,10 +3,10 @@
 Lopez et al., "Learning Causal Representations of Single Cells via Sparse Mechanism Shift
 Modeling", CLeaR 2023 (arXiv:2211.03553).
 """
-from . import metrics
+from . import datasets, metrics
 from .models import VAE, BetaVAE, ShiftModel, SVAE, SVAEPlus, iVAE
 from .simulate import simulate
 
 __version__ = "0.1.0"
 
-__all__ = ["simulate", "metrics", "VAE", "BetaVAE", "iVAE", "SVAE", "SVAEPlus", "ShiftModel"]
+__all__ = ["simulate", "datasets", "metrics", "VAE", "BetaVAE", "iVAE", "SVAE", "SVAEPlus", "ShiftModel"]
