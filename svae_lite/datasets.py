@@ -7,7 +7,7 @@ Every loader returns an :class:`~anndata.AnnData` with raw integer UMI counts in
 =====================  =======================================================  =================
 loader                 screen                                                   cells x genes
 =====================  =======================================================  =================
-:func:`papalexi2021`   THP-1 ECCITE-seq CRISPR knockout of 26 genes              20,729 x 299
+:func:`papalexi2021`   THP-1 ECCITE-seq CRISPR knockout (25 targets + control)   20,729 x 299
 :func:`norman2019`     K562 CRISPRa, 18 single + 15 double perturbations         3,375 x <= 500
 :func:`mcfaline2023`   CRISPRi of 9 kinases in 3 glioblastoma lines              2,586 x <= 500
 :func:`replogle2022`   K562 genome-wide CRISPRi (reduced from a local file)      user's file
@@ -357,9 +357,10 @@ def papalexi2021(data_dir: str | os.PathLike | None = None, source: str = "auto"
                  download: bool = True) -> AnnData:
     """Papalexi et al. (2021, Nature Genetics): ECCITE-seq CRISPR knockouts in THP-1 cells.
 
-    26 genes knocked out (IFN-gamma stimulated THP-1 cells, 3 biological replicates), 299
+    gRNAs against 26 genes (IFN-gamma stimulated THP-1 cells, 3 biological replicates), 299
     genes measured (the ``sceptredata`` example, genes downsampled). Each cell is labelled
-    by its most abundant gRNA; non-targeting gRNAs give ``"control"`` (2,386 cells).
+    by its most abundant gRNA; non-targeting gRNAs give ``"control"`` (2,386 cells). 25
+    targets label cells (48 to 1,341 each): no cell's most abundant gRNA targets CD274.
 
     Parameters
     ----------
