@@ -70,13 +70,18 @@ def check_counts(X, where: str = "adata.X") -> None:
             "non-negative UMI counts, not scaled or centred data; pass the counts layer "
             "with `layer=`."
         )
-    frac = np.abs(vals - np.round(vals))
-    if (frac > 1e-3).any():
-        raise ValueError(
-            f"{where} contains non-integer values (e.g. {vals[frac > 1e-3][0]:g}): this looks "
-            "like normalized or log-transformed data. The models use a negative binomial "
-            "likelihood on raw UMI counts; pass the raw counts (e.g. `layer='counts'`)."
-        )
+    if not np.issubdtype(vals.dtype, np.integer):
+        frac = np.abs(vals - np.round(vals))
+        if (frac > 1e-3).any():
+            vmax = float(vals.max())
+            kind = ("log-normalized (e.g. `sc.pp.log1p`) data" if vmax < 20 else
+                    "normalized or scaled data")
+            raise ValueError(
+                f"{where} contains non-integer values (e.g. {vals[frac > 1e-3][0]:g}, "
+                f"max {vmax:g}): this looks like {kind}, not raw counts. The models use a "
+                "negative binomial likelihood on raw UMI counts: pass the raw counts, e.g. "
+                "`layer='counts'` if they are kept in a layer, or `adata.raw.to_adata()`."
+            )
     cell_tot = np.asarray(X.sum(axis=1)).ravel()
     gene_tot = np.asarray(X.sum(axis=0)).ravel()
     if (cell_tot == 0).any():
@@ -96,18 +101,37 @@ def check_counts(X, where: str = "adata.X") -> None:
         )
 
 
-def check_perturbation_column(obs: pd.DataFrame, key: str, control: str) -> pd.Series:
-    """Return the perturbation labels as strings after checking them."""
+def check_perturbation_column(obs: pd.DataFrame, key: str, control: str,
+                              require_control: bool = True, where: str = "adata") -> pd.Series:
+    """Return the perturbation labels as strings after checking them.
+
+    Raises if the column is missing, has missing (NaN) labels, has distinct labels that
+    become the same string (e.g. ``1`` and ``"1"``), or (``require_control``) lacks the
+    ``control`` label; warns about groups with fewer than ``MIN_CELLS_WARN`` cells and about
+    categories that have no cell at all (they are ignored).
+
+    Returns
+    -------
+    Series (cells,) of ``str`` labels, index as ``obs``.
+    """
+    if not isinstance(key, str):
+        raise TypeError(f"perturbation_key={key!r} must be the name (a string) of a column of {where}.obs.")
+    if not isinstance(control, str):
+        raise TypeError(
+            f"control={control!r} must be a string: labels are compared as strings, so pass "
+            f"control={str(control)!r}."
+        )
     if key not in obs.columns:
         raise KeyError(
-            f"perturbation_key={key!r} is not a column of adata.obs (columns: "
+            f"perturbation_key={key!r} is not a column of {where}.obs (columns: "
             f"{list(obs.columns)[:20]}). Pass the column that holds each cell's perturbation."
         )
     col = obs[key]
     if col.isna().any():
         raise ValueError(
-            f"adata.obs[{key!r}] has {int(col.isna().sum())} missing labels; give every cell "
-            f"a perturbation (use {control!r} for controls) or drop those cells."
+            f"{where}.obs[{key!r}] has {int(col.isna().sum())} missing (NaN) labels; give every "
+            f"cell a perturbation (use {control!r} for controls) or drop those cells, e.g. "
+            f"`adata = adata[adata.obs[{key!r}].notna()].copy()`."
         )
     uniq = pd.unique(col)
     as_str = pd.Series([str(u) for u in uniq])
@@ -117,18 +141,29 @@ def check_perturbation_column(obs: pd.DataFrame, key: str, control: str) -> pd.S
             f"adata.obs[{key!r}] has distinct labels that become the same string "
             f"({sorted(set(dup))}, e.g. 1 and '1'): make the labels unique strings."
         )
-    labels = col.astype(str)
-    if control not in set(as_str):
+    labels = pd.Series(col.astype(str).to_numpy(dtype=object), index=obs.index, name=key)
+    if require_control and control not in set(as_str):
         raise ValueError(
-            f"control={control!r} is not a label in adata.obs[{key!r}] (labels: "
-            f"{sorted(set(as_str))[:10]}...). Pass the label of the unperturbed cells."
+            f"control={control!r} is not a label in {where}.obs[{key!r}] (labels: "
+            f"{sorted(set(as_str))[:10]}{'...' if len(as_str) > 10 else ''}). Pass the label "
+            "of the unperturbed (control, non-targeting) cells."
         )
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        empty = [str(c) for c in col.cat.categories if str(c) not in set(as_str)]
+        if empty:
+            warnings.warn(
+                f"{len(empty)} categories of {where}.obs[{key!r}] have no cells and are "
+                f"ignored ({empty[:5]}{'...' if len(empty) > 5 else ''}).",
+                SvaeLiteWarning,
+                stacklevel=3,
+            )
     counts = labels.value_counts()
     small = counts[counts < MIN_CELLS_WARN]
     if len(small):
         warnings.warn(
             f"{len(small)} perturbation groups have fewer than {MIN_CELLS_WARN} cells "
-            f"({dict(small.head(5))}): their shifts and targets will be poorly determined.",
+            f"({dict(small.head(5))}): their shifts and targets will be poorly determined. "
+            "Drop them or collect more cells.",
             SvaeLiteWarning,
             stacklevel=3,
         )
@@ -149,3 +184,307 @@ def check_n_latent(n_latent, n_genes: int, n_perturbations: int) -> int:
             stacklevel=3,
         )
     return n_latent
+
+
+def check_seed(seed, name: str = "seed", allow_none: bool = True):
+    """A seed must be an integer >= 0 (or None where allowed)."""
+    if seed is None and allow_none:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise TypeError(f"{name}={seed!r} must be an integer >= 0{' or None' if allow_none else ''}.")
+    return int(seed)
+
+
+def check_not_view(adata, name: str = "adata") -> None:
+    """Registration writes columns into ``adata.obs``; on a view that would silently turn the
+    view into a copy, so ask for an explicit copy instead (as scvi-tools does)."""
+    if getattr(adata, "is_view", False):
+        raise ValueError(
+            f"{name} is a view of another AnnData (e.g. `adata[mask]`); registering it would "
+            f"write into it. Pass an explicit copy: `{name} = {name}[mask].copy()`."
+        )
+
+
+def check_genes_match(var_names, expected, where: str = "The AnnData") -> None:
+    """Raise unless ``var_names`` equals ``expected`` (same genes, same order)."""
+    var_names, expected = pd.Index(var_names), pd.Index(expected)
+    if len(var_names) == len(expected) and (var_names == expected).all():
+        return
+    missing = [g for g in expected if g not in set(var_names)]
+    extra = [g for g in var_names if g not in set(expected)]
+    if not missing and not extra:
+        detail = "the same genes in a different order"
+    else:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} training genes missing, e.g. {missing[:5]}")
+        if extra:
+            parts.append(f"{len(extra)} genes the model does not know, e.g. {extra[:5]}")
+        detail = "; ".join(parts)
+    raise ValueError(
+        f"{where} has genes that differ from the model's training genes ({len(var_names)} vs "
+        f"{len(expected)} genes; {detail}). Subset and order it like the training data: "
+        "`adata = adata[:, model.adata.var_names].copy()` (every training gene must be present)."
+    )
+
+
+# scvi-tools' early stopping options (passed through ``train(**trainer_kwargs)``).
+EARLY_STOPPING_MONITORS = ("elbo_validation", "reconstruction_loss_validation", "kl_local_validation")
+
+
+def check_early_stopping(early_stopping, trainer_kwargs: dict) -> None:
+    """Validate ``early_stopping`` and the ``early_stopping_*`` keyword arguments in place of
+    the cryptic errors Lightning would raise after the first validation epoch; warn when the
+    options are given without ``early_stopping=True`` (they would be ignored)."""
+    if not isinstance(early_stopping, (bool, np.bool_)):
+        raise TypeError(f"early_stopping={early_stopping!r} must be True or False.")
+    given = sorted(k for k in trainer_kwargs if k.startswith("early_stopping_"))
+    known = {"early_stopping_monitor", "early_stopping_min_delta", "early_stopping_patience",
+             "early_stopping_warmup_epochs", "early_stopping_mode"}
+    unknown = [k for k in given if k not in known]
+    if unknown:
+        raise TypeError(f"Unknown early stopping option(s) {unknown}; valid: {sorted(known)}.")
+    if given and not early_stopping:
+        warnings.warn(
+            f"{given} given but early_stopping=False: they are ignored. Pass early_stopping=True.",
+            SvaeLiteWarning, stacklevel=3,
+        )
+    kw = trainer_kwargs
+    if "early_stopping_monitor" in kw and kw["early_stopping_monitor"] not in EARLY_STOPPING_MONITORS:
+        raise ValueError(
+            f"early_stopping_monitor={kw['early_stopping_monitor']!r}: choose one of "
+            f"{list(EARLY_STOPPING_MONITORS)}."
+        )
+    if "early_stopping_mode" in kw and kw["early_stopping_mode"] not in ("min", "max"):
+        raise ValueError(f"early_stopping_mode={kw['early_stopping_mode']!r}: choose 'min' or 'max'.")
+    if "early_stopping_patience" in kw:
+        kw["early_stopping_patience"] = check_positive_int(kw["early_stopping_patience"], "early_stopping_patience")
+    if "early_stopping_warmup_epochs" in kw:
+        kw["early_stopping_warmup_epochs"] = check_positive_int(
+            kw["early_stopping_warmup_epochs"], "early_stopping_warmup_epochs", minimum=0)
+    if "early_stopping_min_delta" in kw:
+        kw["early_stopping_min_delta"] = check_positive_float(
+            kw["early_stopping_min_delta"], "early_stopping_min_delta", allow_zero=True)
+
+
+def check_kl_warmup(n_epochs_kl_warmup, max_epochs: int) -> int:
+    """KL warm-up length in epochs: an integer in [0, max_epochs] (0: no warm-up)."""
+    n = check_positive_int(n_epochs_kl_warmup, "n_epochs_kl_warmup", minimum=0)
+    if n > max_epochs:
+        raise ValueError(
+            f"n_epochs_kl_warmup={n} exceeds max_epochs={max_epochs}: the KL term would never "
+            "reach full weight. Use a shorter warm-up (default max_epochs // 10)."
+        )
+    return n
+
+
+#: ``train(plan_kwargs=...)`` keys the training plan honours.
+PLAN_KWARGS = ("lr", "prior_lr", "weight_decay", "eps", "n_epochs_kl_warmup", "n_steps_kl_warmup",
+               "max_kl_weight", "min_kl_weight", "compile", "compile_kwargs", "on_step", "on_epoch")
+#: scvi-tools plan options that svae_lite's own optimizer set-up would silently ignore.
+UNSUPPORTED_PLAN_KWARGS = ("optimizer", "optimizer_creator", "update_only_decoder",
+                           "reduce_lr_on_plateau", "lr_factor", "lr_patience", "lr_threshold",
+                           "lr_scheduler_metric", "lr_min", "loss_kwargs")
+
+
+def check_plan_kwargs(plan_kwargs, max_epochs: int) -> dict:
+    """Validate ``train(plan_kwargs=...)`` before the trainer starts.
+
+    Keys must be in :data:`PLAN_KWARGS` (scvi-tools' optimizer and scheduler options are not
+    used: the models train with Adam, one learning rate for the networks and one for the
+    prior); numeric options (KL warm-up, KL weights, learning rates, weight decay, eps) are
+    range-checked. Returns a checked copy.
+    """
+    if plan_kwargs is None:
+        return {}
+    if not isinstance(plan_kwargs, dict):
+        raise TypeError(f"plan_kwargs must be a dict, got {type(plan_kwargs).__name__}.")
+    pk = dict(plan_kwargs)
+    unsupported = sorted(set(pk) & set(UNSUPPORTED_PLAN_KWARGS))
+    if unsupported:
+        raise ValueError(
+            f"plan_kwargs {unsupported} are not supported: svae_lite trains with Adam and "
+            "separate learning rates for the networks (lr) and the prior (prior_lr)."
+        )
+    unknown = sorted(set(pk) - set(PLAN_KWARGS))
+    if unknown:
+        raise TypeError(f"Unknown plan_kwargs {unknown}; valid: {list(PLAN_KWARGS)}.")
+    if pk.get("n_epochs_kl_warmup") is not None:
+        pk["n_epochs_kl_warmup"] = check_kl_warmup(pk["n_epochs_kl_warmup"], max_epochs)
+    if pk.get("n_steps_kl_warmup") is not None:
+        pk["n_steps_kl_warmup"] = check_positive_int(pk["n_steps_kl_warmup"], "n_steps_kl_warmup", minimum=0)
+    for name in ("lr", "prior_lr", "eps"):
+        if name in pk:
+            pk[name] = check_positive_float(pk[name], name)
+    for name in ("weight_decay", "max_kl_weight", "min_kl_weight"):
+        if name in pk:
+            pk[name] = check_positive_float(pk[name], name, allow_zero=True)
+    if pk.get("min_kl_weight", 0.0) > pk.get("max_kl_weight", 1.0):
+        raise ValueError(
+            f"min_kl_weight={pk['min_kl_weight']} exceeds max_kl_weight={pk.get('max_kl_weight', 1.0)}."
+        )
+    return pk
+
+
+# --------------------------------------------------------------------- chapter parameters
+MODEL_NAMES = ("VAE", "BetaVAE", "iVAE", "SVAE", "SVAEPlus")
+
+#: Kind of every parameter name :func:`check_parameters` knows without being told.
+PARAMETER_KINDS = {
+    "seed": "seed", "seeds": "seeds",
+    "model": "model", "models": "models", "model_names": "models",
+    "n_heldout": "int0", "n_layers": "int0", "n_epochs_kl_warmup": "int0",
+    "n_targets": "int_range",
+    "lr": "positive", "prior_lr": "positive", "sparsity": "positive", "beta": "positive",
+    "target_scale": "positive", "library_size": "positive", "nb_dispersion": "positive",
+    "shift_mean": "nonnegative", "shift_sd": "nonnegative", "library_sd": "nonnegative",
+    "train_size": "fraction", "dense_fraction": "fraction", "dropout_rate": "fraction",
+    "likelihood": "likelihood", "early_stopping": "bool",
+    "max_epochs": "int", "batch_size": "int",
+}
+
+_KIND_HELP = {
+    "int": "an integer >= 1", "int0": "an integer >= 0", "positive": "a finite number > 0",
+    "nonnegative": "a finite number >= 0", "fraction": "a number in [0, 1]",
+    "bool": "True or False", "str": "a string", "seed": "an integer >= 0",
+    "seeds": "a non-empty list of distinct integers >= 0", "ints": "a non-empty list of integers >= 1",
+    "model": f"one of {list(MODEL_NAMES)}", "models": f"a non-empty list of names from {list(MODEL_NAMES)}",
+    "likelihood": "'nb' or 'poisson'", "int_range": "a pair (low, high) of integers with 1 <= low <= high",
+    "path": "a path (string)",
+}
+
+
+def _kind_of(name: str, kinds: dict) -> str | None:
+    if name in kinds:
+        return kinds[name]
+    if name in PARAMETER_KINDS:
+        return PARAMETER_KINDS[name]
+    if name.startswith("n_") or name.endswith("_epochs"):
+        return "int"
+    if name.endswith("_lr"):
+        return "positive"
+    if name.endswith("_fraction"):
+        return "fraction"
+    if name.endswith(("_dir", "_path")):
+        return "path"
+    return None
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+
+
+def _check_one(name: str, value, kind: str):
+    bad = ValueError(
+        f"Invalid parameter {name}={value!r}: it must be {_KIND_HELP.get(kind, kind)}. "
+        f"Set it in the chapter's parameters cell or with `papermill ... -p {name} VALUE`."
+    )
+    if kind in ("int", "int0", "seed"):
+        if not _is_int(value) or value < (1 if kind == "int" else 0):
+            raise bad
+        return int(value)
+    if kind in ("positive", "nonnegative", "fraction"):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            raise bad
+        v = float(value)
+        if not np.isfinite(v) or v < 0 or (kind == "positive" and v == 0) or (kind == "fraction" and v > 1):
+            raise bad
+        return v
+    if kind == "bool":
+        if not isinstance(value, (bool, np.bool_)):
+            raise bad
+        return bool(value)
+    if kind in ("str", "path"):
+        import os
+        if not isinstance(value, (str, os.PathLike)) or (kind == "str" and not isinstance(value, str)):
+            raise bad
+        return value
+    if kind in ("seeds", "ints"):
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+            raise bad
+        vals = list(value)
+        low = 0 if kind == "seeds" else 1
+        if not vals or not all(_is_int(v) and v >= low for v in vals):
+            raise bad
+        if kind == "seeds" and len(set(vals)) != len(vals):
+            raise bad
+        return [int(v) for v in vals]
+    if kind == "model":
+        if value not in MODEL_NAMES:
+            raise bad
+        return value
+    if kind == "models":
+        if isinstance(value, str) or not hasattr(value, "__iter__"):
+            raise bad
+        vals = list(value)
+        if not vals or not all(v in MODEL_NAMES for v in vals):
+            raise bad
+        return vals
+    if kind == "likelihood":
+        if value not in ("nb", "poisson"):
+            raise bad
+        return value
+    if kind == "int_range":
+        try:
+            lo, hi = value
+        except (TypeError, ValueError):
+            raise bad from None
+        if not (_is_int(lo) and _is_int(hi) and 1 <= lo <= hi):
+            raise bad
+        return (int(lo), int(hi))
+    if kind.startswith("choice:"):
+        choices = kind[len("choice:"):].split("|")
+        if value not in choices:
+            raise ValueError(
+                f"Invalid parameter {name}={value!r}: choose one of {choices}. Set it in the "
+                f"chapter's parameters cell or with `papermill ... -p {name} VALUE`."
+            )
+        return value
+    raise ValueError(f"Unknown parameter kind {kind!r} for {name!r}; kinds: {sorted(_KIND_HELP)} or 'choice:a|b'.")
+
+
+def check_parameters(kinds: dict | None = None, **params) -> dict:
+    """Validate a chapter's (papermill) parameters; call it first thing after the
+    ``parameters`` cell so that a bad value fails at once with a message naming it.
+
+    Example (the first code cell of a chapter)::
+
+        # %% tags=["parameters"]
+        n_epochs = 100
+        seeds = [0, 1, 2]
+        models = ["VAE", "SVAEPlus"]
+        n_cells_per_perturbation = 200
+        quick = True
+
+        # %%
+        from svae_lite._validation import check_parameters
+        check_parameters(n_epochs=n_epochs, seeds=seeds, models=models,
+                         n_cells_per_perturbation=n_cells_per_perturbation, quick=quick,
+                         kinds={"quick": "bool"})
+
+    The kind of each parameter follows from its name: ``seed`` (integer >= 0), ``seeds``
+    (list of distinct integers >= 0), ``model``/``models`` (names of svae_lite's model
+    classes), ``n_*`` and ``*_epochs`` (integers >= 1; ``n_heldout``, ``n_layers``,
+    ``n_epochs_kl_warmup`` may be 0), ``lr``/``*_lr``, ``sparsity``, ``beta`` (numbers > 0),
+    ``*_fraction``, ``train_size``, ``dropout_rate`` (in [0, 1]), ``likelihood``, ``n_targets``
+    ((low, high)), ``*_dir``/``*_path`` (paths); see :data:`PARAMETER_KINDS`. Other names
+    need ``kinds={name: kind}`` with kind one of ``int``, ``int0``, ``positive``,
+    ``nonnegative``, ``fraction``, ``bool``, ``str``, ``path``, ``seed``, ``seeds``, ``ints``,
+    ``model``, ``models``, ``likelihood``, ``int_range`` or ``"choice:a|b|c"``.
+
+    Returns
+    -------
+    dict of the values normalised (Python ints/floats, lists). Raises ``ValueError`` naming
+    the first invalid parameter, or a parameter with no known kind.
+    """
+    kinds = dict(kinds or {})
+    out = {}
+    for name, value in params.items():
+        kind = _kind_of(name, kinds)
+        if kind is None:
+            raise ValueError(
+                f"check_parameters does not know the kind of parameter {name!r}; pass "
+                f"kinds={{{name!r}: KIND}} with KIND one of {sorted(_KIND_HELP)} or 'choice:a|b'."
+            )
+        out[name] = _check_one(name, value, kind)
+    return out

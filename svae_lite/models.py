@@ -63,8 +63,8 @@ class _PlanWithPriorLR(TrainingPlan):
         loss = out["loss"] if isinstance(out, dict) else out
         if not torch.isfinite(loss):
             raise FloatingPointError(
-                f"The training loss became {loss.item()} at epoch {self.current_epoch} "
-                f"(step {self.global_step}). Try a smaller learning rate (lr, prior_lr), "
+                f"The training loss became {loss.item()} in epoch {self.current_epoch + 1} "
+                f"(step {self.global_step + 1}); training stopped. Try a smaller learning rate (lr, prior_lr), "
                 "check that the data are raw counts without extreme outliers, or lengthen "
                 "the KL warm-up."
             )
@@ -107,6 +107,9 @@ class ShiftModel(UnsupervisedTrainingMixin, BaseModelClass):
         ``"nb"`` (negative binomial, default) or ``"poisson"``.
     beta
         Weight of the KL term (1 for a VAE).
+    seed
+        Seeds the initial weights (None: torch's global random state), so that the same
+        seeds in ``__init__`` and :meth:`train` give the same fit on CPU.
     **prior_kwargs
         Passed to the prior (see :mod:`svae_lite.priors`).
     """
@@ -118,7 +121,8 @@ class ShiftModel(UnsupervisedTrainingMixin, BaseModelClass):
 
     def __init__(self, adata: AnnData | None = None, n_latent: int = 10, n_hidden: int = 128,
                  n_layers: int = 2, dropout_rate: float = 0.1, use_batch_norm: bool = True,
-                 likelihood: str = "nb", beta: float | None = None, **prior_kwargs):
+                 likelihood: str = "nb", beta: float | None = None, seed: int | None = 0,
+                 **prior_kwargs):
         super().__init__(adata)
         if adata is None:
             raise ValueError("Pass the AnnData registered with setup_anndata.")
@@ -132,20 +136,24 @@ class ShiftModel(UnsupervisedTrainingMixin, BaseModelClass):
         beta = self._defaults.get("beta", 1.0) if beta is None else V.check_positive_float(beta, "beta")
         kwargs = {k: v for k, v in self._defaults.items() if k != "beta"}
         kwargs.update(prior_kwargs)
-        self.module = self._module_cls(
-            n_input=adata.n_vars,
-            n_labels=len(self.perturbations_),
-            control_index=self.perturbations_.index(control),
-            n_latent=n_latent,
-            n_hidden=n_hidden,
-            n_layers=n_layers,
-            dropout_rate=dropout_rate,
-            use_batch_norm=use_batch_norm,
-            prior=self._prior,
-            prior_kwargs=kwargs,
-            beta=beta,
-            likelihood=likelihood,
-        )
+        seed = V.check_seed(seed)
+        with torch.random.fork_rng(devices=[]):  # seeded initial weights; global RNG untouched
+            if seed is not None:
+                torch.manual_seed(seed)
+            self.module = self._module_cls(
+                n_input=adata.n_vars,
+                n_labels=len(self.perturbations_),
+                control_index=self.perturbations_.index(control),
+                n_latent=n_latent,
+                n_hidden=n_hidden,
+                n_layers=n_layers,
+                dropout_rate=dropout_rate,
+                use_batch_norm=use_batch_norm,
+                prior=self._prior,
+                prior_kwargs=kwargs,
+                beta=beta,
+                likelihood=likelihood,
+            )
         self._model_summary_string = (
             f"{type(self).__name__}: n_latent={n_latent}, {len(self.perturbations_) - 1} "
             f"perturbations + control, prior={type(self.module.prior).__name__}, beta={beta}"
@@ -177,11 +185,14 @@ class ShiftModel(UnsupervisedTrainingMixin, BaseModelClass):
         setup_method_args = cls._get_setup_method_args(**locals())
         if not isinstance(adata, AnnData):
             raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
+        V.check_not_view(adata)
         if layer is not None and layer not in adata.layers:
             raise KeyError(f"layer={layer!r} is not in adata.layers ({list(adata.layers)}).")
         X = adata.X if layer is None else adata.layers[layer]
         V.check_counts(X, "adata.X" if layer is None else f"adata.layers[{layer!r}]")
-        labels = V.check_perturbation_column(adata.obs, perturbation_key, control)
+        # Loading a saved model (source_registry given) needs no control cells in the data.
+        labels = V.check_perturbation_column(adata.obs, perturbation_key, control,
+                                             require_control="source_registry" not in kwargs)
         if "source_registry" in kwargs:
             cats = list(kwargs["source_registry"]["field_registries"][REGISTRY_KEYS.LABELS_KEY]
                         ["state_registry"]["categorical_mapping"])
@@ -208,6 +219,30 @@ class ShiftModel(UnsupervisedTrainingMixin, BaseModelClass):
         manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
         manager.register_fields(adata, **kwargs)
         cls.register_manager(manager)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, dir_path, adata: AnnData | None = None, prefix: str | None = None, **kwargs):
+        """Load a model saved with :meth:`save` (scvi-tools' ``load``), checking first that it
+        was saved from this class and that ``adata`` has the training genes in the training
+        order (scvi-tools only warns about the order, which would give wrong results).
+
+        ``adata`` may hold any subset of the training perturbations; a perturbation the saved
+        model never saw raises (use :meth:`transfer`). ``adata`` is registered in place, as by
+        :meth:`setup_anndata`.
+        """
+        from scvi.model.base._save_load import _load_saved_files
+
+        attr, var_names, _, _ = _load_saved_files(str(dir_path), False, prefix=prefix, map_location="cpu")
+        saved = attr.get("registry_", {}).get("model_name")
+        if saved is not None and saved != cls.__name__:
+            raise ValueError(
+                f"{dir_path} holds a saved {saved}, not a {cls.__name__}: load it with "
+                f"`svae_lite.{saved}.load(...)`."
+            )
+        if isinstance(adata, AnnData):
+            V.check_genes_match(adata.var_names, var_names, where="The AnnData passed to load")
+        return super().load(dir_path, adata=adata, prefix=prefix, **kwargs)
 
     # ------------------------------------------------------------------ training
     def train(self, max_epochs: int | None = None, lr: float = 1e-3, prior_lr: float = 1e-2,
@@ -252,17 +287,16 @@ class ShiftModel(UnsupervisedTrainingMixin, BaseModelClass):
         V.check_positive_int(batch_size, "batch_size")
         if n_epochs_kl_warmup is None:
             n_epochs_kl_warmup = max(1, max_epochs // 10)
-        n_epochs_kl_warmup = V.check_positive_int(n_epochs_kl_warmup, "n_epochs_kl_warmup", minimum=0)
-        if n_epochs_kl_warmup > max_epochs:
-            raise ValueError(
-                f"n_epochs_kl_warmup={n_epochs_kl_warmup} exceeds max_epochs={max_epochs}: the "
-                "KL term would never reach full weight. Use a shorter warm-up."
-            )
-        if not isinstance(early_stopping, bool):
-            raise TypeError(f"early_stopping={early_stopping!r} must be True or False.")
+        n_epochs_kl_warmup = V.check_kl_warmup(n_epochs_kl_warmup, max_epochs)
+        V.check_early_stopping(early_stopping, trainer_kwargs)
+        early_stopping = bool(early_stopping)
+        plan_kwargs = V.check_plan_kwargs(plan_kwargs, max_epochs)
+        seed = V.check_seed(seed)
         if train_size is None:
             train_size = 0.9 if early_stopping else 1.0
         train_size = V.check_fraction(train_size, "train_size")
+        if train_size == 0:
+            raise ValueError("train_size=0 leaves no training cells: use a fraction in (0, 1].")
         if early_stopping and train_size >= 1.0:
             raise ValueError("early_stopping=True needs validation cells: use train_size < 1.")
         if seed is not None:
@@ -314,16 +348,12 @@ class ShiftModel(UnsupervisedTrainingMixin, BaseModelClass):
             adata = self.adata
         if not isinstance(adata, AnnData):
             raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
-        genes = self.adata.var_names
-        if adata.n_vars != len(genes) or not np.array_equal(adata.var_names, genes):
-            missing = [g for g in genes if g not in set(adata.var_names)][:5]
-            raise ValueError(
-                f"The AnnData's genes differ from the model's ({adata.n_vars} vs {len(genes)} "
-                f"genes; e.g. missing {missing}). Subset and order it as "
-                "`adata[:, model.adata.var_names]`."
-            )
+        V.check_genes_match(adata.var_names, self.adata.var_names)
         args = self.adata_manager.registry["setup_args"]
         layer = args.get("layer")
+        if layer is not None and layer not in adata.layers:
+            raise KeyError(f"The model reads counts from layer {layer!r}, which this AnnData lacks "
+                           f"(layers: {list(adata.layers)}).")
         X = adata.X if layer is None else adata.layers[layer]
         if adata is not self.adata:
             V.check_counts(X, "adata.X" if layer is None else f"adata.layers[{layer!r}]")
@@ -436,10 +466,14 @@ class ShiftModel(UnsupervisedTrainingMixin, BaseModelClass):
         rows = []
         self.module.eval()
         for name in perturbations:
-            parts = str(name).split("+")
+            parts = [str(name)] if str(name) in index else str(name).split("+")
             unknown = [p for p in parts if p not in index]
             if unknown:
-                raise ValueError(f"Unknown perturbation(s) {unknown} in {name!r}; known: {self.perturbations_[:10]}...")
+                raise ValueError(
+                    f"Perturbation(s) {unknown} in {name!r} were never seen in training (known: "
+                    f"{self.perturbations_[:10]}{'...' if len(index) > 10 else ''}). Learn them "
+                    "from cells with `model.transfer(adata_new)` and predict with the returned model."
+                )
             loc, log_scale = torch.zeros(d), torch.zeros(d)
             if hasattr(prior, "shift"):
                 mask = prior.map_mask()
@@ -463,7 +497,10 @@ class ShiftModel(UnsupervisedTrainingMixin, BaseModelClass):
         dispersion are copies of this model's and stay fixed; only the new perturbations'
         prior parameters (shift, scale, and mask for sparse models) are trained, on the cells
         of ``adata_new`` (which may be few per perturbation). Perturbations already known keep
-        their parameters. ``self`` is not modified.
+        their parameters. ``self`` is not modified; ``adata_new`` is registered with the new
+        model like :meth:`setup_anndata` does (adds ``obs['_svae_perturbation']``,
+        ``obs['_scvi_labels']`` and ``uns['_scvi_*']``; counts untouched). It must hold the
+        training genes in the training order and may lack control cells.
         """
         if not isinstance(adata_new, AnnData):
             raise TypeError(f"adata_new must be an AnnData, got {type(adata_new).__name__}.")
@@ -472,14 +509,12 @@ class ShiftModel(UnsupervisedTrainingMixin, BaseModelClass):
                 f"{type(self).__name__} has no perturbation-specific parameters to transfer: its "
                 "prior is N(0, I) for every cell, so new perturbations need no training."
             )
+        V.check_not_view(adata_new, "adata_new")
         self._counts_and_labels(adata_new, need_labels=False)  # gene and count checks
         args = dict(self.adata_manager.registry["setup_args"])
         key, control = args["perturbation_key"], args["control"]
-        labels = V.check_perturbation_column(adata_new.obs, key, control) if control in set(adata_new.obs.get(key, pd.Series(dtype=str)).astype(str)) else None
-        if labels is None:
-            if key not in adata_new.obs:
-                raise KeyError(f"adata_new.obs has no column {key!r} (the model's perturbation_key).")
-            labels = adata_new.obs[key].astype(str)
+        labels = V.check_perturbation_column(adata_new.obs, key, control, require_control=False,
+                                             where="adata_new")
         new = [p for p in pd.unique(labels) if p not in set(self.perturbations_)]
         if not new:
             raise ValueError("adata_new holds no perturbation the model does not already know.")
@@ -513,7 +548,7 @@ class ShiftModel(UnsupervisedTrainingMixin, BaseModelClass):
                  for p in prior.parameters() if p.requires_grad]
         try:
             model.train(max_epochs=max_epochs, prior_lr=prior_lr, batch_size=batch_size, seed=seed,
-                        n_epochs_kl_warmup=train_kwargs.pop("n_epochs_kl_warmup", 0) or None,
+                        n_epochs_kl_warmup=train_kwargs.pop("n_epochs_kl_warmup", None),
                         **({"dense_fraction": 0.0} if getattr(prior, "sparse", False) else {}),
                         **train_kwargs)
         finally:
