@@ -162,7 +162,7 @@ def check_perturbation_column(obs: pd.DataFrame, key: str, control: str,
     if len(small):
         warnings.warn(
             f"{len(small)} perturbation groups have fewer than {MIN_CELLS_WARN} cells "
-            f"({dict(small.head(5))}): their shifts and targets will be poorly determined. "
+            f"({ {str(k): int(v) for k, v in small.head(5).items()} }): their shifts and targets will be poorly determined. "
             "Drop them or collect more cells.",
             SvaeLiteWarning,
             stacklevel=3,

@@ -24,6 +24,7 @@ import torch
 from anndata import AnnData
 from lightning.pytorch.callbacks import Callback
 from scvi import REGISTRY_KEYS
+from scvi import settings as scvi_settings
 from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField, LayerField
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
@@ -277,7 +278,8 @@ class ShiftModel(UnsupervisedTrainingMixin, BaseModelClass):
         train_size
             Fraction of cells used for training (default 1, or 0.9 with early stopping).
         seed
-            Seeds torch (and the alignment restarts) for reproducible runs on CPU.
+            Seeds torch, the shuffling of cells before the train/validation split and the
+            alignment restarts: with the model's ``seed``, the same fit on CPU.
         """
         if max_epochs is None:
             max_epochs = max(100, min(400, int(round(20000 / self.adata.n_obs * 400))))
@@ -321,11 +323,20 @@ class ShiftModel(UnsupervisedTrainingMixin, BaseModelClass):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             warnings.filterwarnings("ignore", message=".*sanity.*")
-            result = super().train(
-                max_epochs=max_epochs, accelerator=accelerator, devices=devices,
-                train_size=train_size, batch_size=batch_size, early_stopping=early_stopping,
-                plan_kwargs=plan, callbacks=callbacks, **trainer_kwargs,
-            )
+            # scvi-tools shuffles cells before the train/validation split with
+            # RandomState(scvi.settings.seed), fresh entropy when that is None (the default):
+            # seed it for this call only, without scvi's global seed_everything.
+            saved_seed = scvi_settings._seed
+            if seed is not None:
+                scvi_settings._seed = seed
+            try:
+                result = super().train(
+                    max_epochs=max_epochs, accelerator=accelerator, devices=devices,
+                    train_size=train_size, batch_size=batch_size, early_stopping=early_stopping,
+                    plan_kwargs=plan, callbacks=callbacks, **trainer_kwargs,
+                )
+            finally:
+                scvi_settings._seed = saved_seed
         self.module.eval()
         return result
 
