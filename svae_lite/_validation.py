@@ -54,7 +54,7 @@ def _values(X) -> np.ndarray:
 def check_counts(X, where: str = "adata.X") -> None:
     """Raise on negative, non-finite or non-integer values; warn on all-zero cells/genes."""
     vals = _values(X)
-    if vals.size == 0:
+    if 0 in X.shape:
         raise ValueError(f"{where} is empty: the AnnData has no cells or no genes.")
     if not np.issubdtype(vals.dtype, np.number):
         raise TypeError(f"{where} has dtype {vals.dtype}; raw counts must be numeric.")
@@ -379,6 +379,15 @@ def _check_one(name: str, value, kind: str):
         f"Invalid parameter {name}={value!r}: it must be {_KIND_HELP.get(kind, kind)}. "
         f"Set it in the chapter's parameters cell or with `papermill ... -p {name} VALUE`."
     )
+    if kind in ("seeds", "ints", "models", "int_range") and isinstance(value, str):
+        import json  # `papermill -p seeds "[0, 1]"` passes the list as a string
+
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise bad from None
+        if isinstance(value, str):
+            raise bad
     if kind in ("int", "int0", "seed"):
         if not _is_int(value) or value < (1 if kind == "int" else 0):
             raise bad

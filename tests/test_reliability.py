@@ -135,6 +135,16 @@ def test_bad_counts_in_other_anndata(trained, data, kind, exc, msg):
         trained.transfer(h, max_epochs=1, **FIT)
 
 
+def test_empty_and_all_zero_sparse(data):
+    a = _train(data)
+    with pytest.raises(ValueError, match="is empty"):
+        sl.VAE.setup_anndata(a[:, []].copy())
+    b = _train(data)
+    b.X = sp.csr_matrix(b.X.shape, dtype=np.float32)  # no non-zero entry: not "empty"
+    with pytest.warns(SvaeLiteWarning, match=f"{b.n_obs} cells have no counts"):
+        sl.VAE.setup_anndata(b)
+
+
 def test_counts_layer_is_checked(data):
     a = _train(data)
     a.layers["counts"] = a.X.copy()
@@ -399,6 +409,8 @@ def test_check_parameters_accepts_and_normalises():
                            dataset="papalexi", kinds={"quick": "bool", "dataset": "choice:papalexi|norman"})
     assert out["seeds"] == [0, 1, 2] and out["train_size"] == 1.0 and out["n_targets"] == (1, 3)
     assert out["quick"] is True and isinstance(out["n_epochs"], int)
+    # papermill -p passes lists as strings
+    assert check_parameters(seeds="[0, 1]", models='["VAE"]') == {"seeds": [0, 1], "models": ["VAE"]}
 
 
 @pytest.mark.parametrize("params,msg", [
@@ -411,6 +423,7 @@ def test_check_parameters_accepts_and_normalises():
     (dict(seeds=[0, 0]), "distinct"),
     (dict(models=["VAE", "scVI"]), "models=\\['VAE', 'scVI'\\]"),
     (dict(models="VAE"), "models='VAE'"),
+    (dict(seeds="[0, 1"), "seeds='\\[0, 1'"),
     (dict(lr=0.0), "lr=0.0"),
     (dict(prior_lr=float("nan")), "prior_lr=nan"),
     (dict(dense_fraction=1.5), "dense_fraction=1.5"),
