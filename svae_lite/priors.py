@@ -56,7 +56,7 @@ class StandardNormal(nn.Module):
     def map_mask(self):
         return None
 
-    def penalty(self):
+    def penalty(self, prior_weight=1.0):
         return torch.zeros((), device=self._device())
 
     def _device(self):
@@ -130,14 +130,24 @@ class SparseShift(DenseShift):
         Temperature of the Gumbel-sigmoid relaxation.
     init_logit
         Initial mask logit (0 = probability 1/2).
+    penalty_scale
+        ``"dataset"``: the mask term enters the loss once, as in the ELBO; with thousands of
+        cells it is then negligible and spurious mask entries that absorb small misfits stay
+        on. ``"cells"``: the prior term -log p(m) is paid by every cell of the perturbation
+        (a tempered prior, weight = cells per perturbation; the entropy of q(m) keeps weight
+        1), so a mask entry must improve each cell's fit by about the per-entry penalty (in
+        nats) to stay on; the sparsity strength then does not fade as screens grow.
     """
 
     sparse = True
 
     def __init__(self, n_labels, n_latent, control_index, learn_scale=True, penalty="beta_bernoulli",
                  sparsity: float = 1.0, estimator: str = "gumbel", temperature: float = 0.5,
-                 init_logit: float = 3.0):
+                 init_logit: float = 3.0, penalty_scale: str = "dataset"):
         super().__init__(n_labels, n_latent, control_index, learn_scale)
+        if penalty_scale not in ("dataset", "cells"):
+            raise ValueError(f"penalty_scale={penalty_scale!r}: choose 'dataset' or 'cells'.")
+        self.penalty_scale = penalty_scale
         if penalty not in ("l0", "beta_bernoulli"):
             raise ValueError(f"penalty={penalty!r}: choose 'l0' or 'beta_bernoulli'.")
         if estimator not in ("gumbel", "exact"):
@@ -178,14 +188,16 @@ class SparseShift(DenseShift):
         kl_on = gaussian_kl(q_loc, q_scale, loc, scale)
         return (p * kl_on + (1 - p) * kl_off).sum(-1)
 
-    def penalty(self):
+    def penalty(self, prior_weight=1.0):
+        """KL(q(m) || p(m)) in nats, with -log p(m) weighted by ``prior_weight`` (a tempered
+        prior; 1 = the ELBO)."""
         if bool(self.dense):
             return torch.zeros((), device=self.mask_logit.device)
         rows = self.is_perturbed.squeeze(1).bool()
         logit = self.mask_logit[rows]
         p = torch.sigmoid(logit)
         if self.penalty_kind == "l0":
-            return self.sparsity * p.sum()
+            return prior_weight * self.sparsity * p.sum()
         # KL(q(m) || p(m)) = E_q[log q(m)] - E_q[log p(m)], Beta(a=1, b=sparsity) integrated out
         # per latent: log p(m_.j) = log B(a + n_j, b + K - n_j) - log B(a, b).
         neg_entropy = (p * F.logsigmoid(logit) + (1 - p) * F.logsigmoid(-logit)).sum()
@@ -197,7 +209,7 @@ class SparseShift(DenseShift):
         a, b = 1.0, self.sparsity
         log_beta = lambda x, y: torch.lgamma(x) + torch.lgamma(y) - torch.lgamma(x + y)  # noqa: E731
         log_p = (log_beta(a + n_on, b + K - n_on) - math.lgamma(a) - math.lgamma(b) + math.lgamma(a + b)).sum()
-        return neg_entropy - log_p
+        return neg_entropy - prior_weight * log_p
 
     def intervention_probabilities(self):
         if bool(self.dense):
