@@ -1,0 +1,353 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 3. Do sparse models recover the latents?
+#
+# **The question of this chapter:** trained on the same simulated screen, do the sparse
+# mechanism shift models (sVAE, sVAE+) recover the true latents and each perturbation's
+# targets, where a VAE, a $\beta$-VAE and a dense-shift iVAE cannot? When does it work, and
+# when does it not?
+#
+# Two scores, both computed against the simulator's ground truth:
+#
+# - **MCC** (`sl.metrics.mcc`): match learned to true latents one-to-one (Hungarian
+#   algorithm on absolute Pearson correlations, over the training cells) and average the
+#   matched correlations. 1 = every latent recovered up to permutation, sign and scale.
+# - **Target recovery** (`sl.metrics.target_recovery`): after the same matching, compare
+#   the learned target probabilities $P(m_{kj} = 1)$ with the true target matrix:
+#   precision, recall and F1 at 0.5, and AUROC. Only sVAE and sVAE+ learn masks; iVAE
+#   shifts every latent (all entries 1), the VAEs none (all 0).
+#
+# Every model below is trained with the package's **default training settings**: what a
+# user gets from `model.train(max_epochs=...)`. For the sparse models those include a
+# dense warm-up (shifts without masks) followed by an *alignment step* that rotates the
+# latent space to make the learned shifts sparsest and initialises the masks from them:
+# chapter 1's argument, turned into an algorithm (see `help(sl.SVAEPlus.train)`).
+
+# %% tags=["hide-input"]
+# Setup: on Colab, install svae_lite from its repository; quiet logs; figure style.
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+if "google.colab" in sys.modules and not Path("/content/svae_lite").exists():
+    subprocess.run(["git", "clone", "--depth", "1", "https://github.com/svae-lite/svae_lite",
+                    "/content/svae_lite"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "/content/svae_lite"], check=True)
+    os.chdir("/content/svae_lite/book")
+for _dir in (Path.cwd(), Path.cwd() / "book"):
+    if (_dir / "_helpers.py").exists():
+        sys.path.insert(0, str(_dir))
+        break
+import _helpers as H
+
+T0 = H.setup()
+
+# %% tags=["parameters"]
+# Parameters (papermill: -p NAME VALUE). CI-scale defaults; SVAE_LITE_FULL=1 or the
+# values in the text below reproduce the full-scale results (a GPU helps).
+FULL = H.full_scale()
+# the simulation (as in chapter 2)
+n_latent = 15 if FULL else 8
+n_perturbations = 100 if FULL else 40
+n_heldout = 20 if FULL else 8
+n_cells_per_perturbation = 500 if FULL else 150
+n_genes = 100 if FULL else 80
+sim_seed = 0
+# training
+models = ["VAE", "BetaVAE", "iVAE", "SVAE", "SVAEPlus"]
+seeds = [0, 1, 2, 3, 4] if FULL else [0, 1]
+max_epochs = 400 if FULL else 60
+# the sweeps over sparsity and number of perturbations (iVAE vs sVAE+, first seed only)
+run_sweeps = True
+sweep_models = ["iVAE", "SVAEPlus"]
+sweep_targets = [[1, 1], [3, 5]]          # (low, high) targets per perturbation
+sweep_n_train = [8, 16]                   # training perturbations kept
+
+# %%
+# Validate the parameters first: a bad value fails here with a message naming it.
+from svae_lite._validation import check_parameters
+
+globals().update(check_parameters(
+    n_latent=n_latent, n_perturbations=n_perturbations, n_heldout=n_heldout,
+    n_cells_per_perturbation=n_cells_per_perturbation, n_genes=n_genes, sim_seed=sim_seed,
+    models=models, seeds=seeds, max_epochs=max_epochs, run_sweeps=run_sweeps,
+    sweep_models=sweep_models, sweep_n_train=sweep_n_train,
+    kinds={"sim_seed": "seed", "run_sweeps": "bool", "sweep_models": "models", "sweep_n_train": "ints"}))
+if isinstance(sweep_targets, str):  # papermill passes lists as strings
+    import json
+    sweep_targets = json.loads(sweep_targets)
+sweep_targets = [check_parameters(n_targets=t)["n_targets"] for t in sweep_targets]
+if max(hi for _, hi in sweep_targets) > n_latent:
+    raise ValueError(f"Invalid parameter sweep_targets={sweep_targets}: a perturbation cannot "
+                     f"target more than n_latent={n_latent} latents.")
+if max(sweep_n_train) > n_perturbations - n_heldout:
+    raise ValueError(f"Invalid parameter sweep_n_train={sweep_n_train}: there are only "
+                     f"{n_perturbations - n_heldout} training perturbations.")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+import svae_lite as sl
+from svae_lite import plotting
+
+# %% [markdown]
+# Full scale: `SVAE_LITE_FULL=1` (the simulator's defaults: $d = 15$, 100 perturbations of
+# which 20 held out, 500 cells each, 100 genes; 5 seeds; 400 epochs), or any single value,
+# e.g.
+#
+# ```bash
+# jupytext --to ipynb --output - book/03_identifiability.py | \
+#     papermill - out.ipynb -p max_epochs 400 -p seeds "[0, 1, 2, 3, 4]"
+# ```
+#
+# ## The data
+#
+# One simulation, as in chapter 2; models see only the training perturbations.
+
+# %%
+sim = dict(n_latent=n_latent, n_perturbations=n_perturbations, n_heldout=n_heldout,
+           n_cells_per_perturbation=n_cells_per_perturbation, n_genes=n_genes, seed=sim_seed)
+adata = sl.simulate(**sim)
+train = adata[adata.obs["split"] == "train"].copy()
+print(f"training on {train.n_obs} cells x {train.n_vars} genes, "
+      f"{train.obs['perturbation'].nunique() - 1} perturbations + control; "
+      f"{max_epochs} epochs; seeds {seeds}")
+
+# %% [markdown]
+# ## Training five models over several seeds
+#
+# Each fit is the public API's three lines,
+#
+# ```python
+# sl.SVAEPlus.setup_anndata(train, perturbation_key="perturbation", control="control")
+# model = sl.SVAEPlus(train, n_latent=n_latent)
+# model.train(max_epochs=max_epochs, seed=seed)
+# ```
+#
+# run by the book's helper `H.fit`, which also saves the trained model under `_build/cache`
+# so that chapters 4 and 6 reuse it instead of training it again.
+
+# %%
+rows, fitted = [], {}
+for name in models:
+    cls = getattr(sl, name)
+    for seed in seeds:
+        model = H.fit(cls, train, sim, n_latent=n_latent, max_epochs=max_epochs, seed=seed)
+        rec = sl.metrics.target_recovery(train, model)
+        sparse = name in ("SVAE", "SVAEPlus")
+        rows.append({"model": name, "seed": seed, "mcc": rec["mcc"],
+                     "target_f1": rec["f1"] if sparse else np.nan,
+                     "target_precision": rec["precision"] if sparse else np.nan,
+                     "target_recall": rec["recall"] if sparse else np.nan,
+                     "target_auroc": rec["auroc"] if sparse else np.nan,
+                     "final_elbo": float(np.asarray(model.history["elbo_train"]).ravel()[-1]),
+                     "train_seconds": model.fit_seconds_})
+        fitted[name, seed] = (model, rec)
+        print(f"{name:9s} seed {seed}: MCC {rec['mcc']:.3f}"
+              + (f", target F1 {rec['f1']:.2f}" if sparse else "")
+              + f"  ({model.fit_seconds_:.0f} s{', cached' if model.from_cache_ else ''})")
+scores = pd.DataFrame(rows)
+
+# %% [markdown]
+# ## Latent recovery
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [5, 2.2]})
+plotting.score_strip(scores, y="mcc", order=models, ax=axes[0])
+axes[0].set_ylabel("MCC with the true latents")
+sparse_models = [m for m in models if m in ("SVAE", "SVAEPlus")]
+if sparse_models:
+    plotting.score_strip(scores, y="target_f1", order=sparse_models, ax=axes[1])
+    axes[1].set_ylabel("target F1")
+else:
+    axes[1].axis("off")
+fig.tight_layout()
+
+# %%
+summary = (scores.groupby("model", sort=False)
+           .agg(mcc_mean=("mcc", "mean"), mcc_sd=("mcc", "std"),
+                f1_mean=("target_f1", "mean"), auroc_mean=("target_auroc", "mean"),
+                seconds=("train_seconds", "mean"))
+           .reindex(models))
+summary.round(3)
+
+# %% [markdown]
+# Choosing a run by its fit to the data, never by the ground truth: among the seeds of each
+# model, keep the one with the best final training ELBO (the loss is the negative ELBO, so
+# the lowest `elbo_train`). This is what a user without ground truth can do with restarts.
+
+# %%
+best = scores.loc[scores.groupby("model", sort=False)["final_elbo"].idxmin()].set_index("model").reindex(models)
+best[["seed", "mcc", "target_f1", "final_elbo"]].round(3)
+
+# %% [markdown]
+# ## Learned vs true targets
+#
+# For the sparse models, the learned target probabilities next to the truth, after the
+# learned latents have been matched to the true ones (columns reordered; the rows are the
+# training perturbations). A perfect model reproduces the left panel.
+
+# %%
+pick = [m for m in ("SVAEPlus", "SVAE") if m in models]
+if pick:
+    true = adata.uns["true_targets"]
+    learned = [fitted[m, seeds[0]][1]["learned"] for m in pick]
+    common = learned[0].index
+    fig = plotting.target_heatmaps(true.loc[common, learned[0].columns], learned,
+                                   titles=["true"] + [f"{m} (seed {seeds[0]})" for m in pick],
+                                   max_rows=None)
+
+# %% [markdown]
+# ## What the matched latents look like
+#
+# Each true latent against the learned latent matched to it, for the VAE and for sVAE+
+# (first seed; cells coloured by the 8 largest perturbations, others grey). A recovered
+# latent is a thin monotone curve; a mixed one is a cloud.
+
+# %%
+for name in [m for m in ("VAE", "SVAEPlus") if m in models]:
+    model = fitted[name, seeds[0]][0]
+    fig = plotting.latent_scatter(train.obsm["z_true"], model.get_latent_representation(),
+                                  max_latents=8, hue=train.obs["perturbation"])
+    fig.suptitle(f"{name}: MCC {fitted[name, seeds[0]][1]['mcc']:.2f}", y=1.02)
+
+# %% [markdown]
+# ## When does it work? Sparsity and the number of perturbations
+#
+# Chapter 1's argument needs sparse shifts and enough perturbations to pin every axis.
+# Two sweeps with iVAE and sVAE+ (first seed, same epochs), each changing one thing:
+#
+# - **targets per perturbation**: 1 target each (sparsest), the default 1 to 3, and 3 to 5
+#   (dense for $d$ this small);
+# - **number of training perturbations**: a random subset of the training perturbations.
+
+# %%
+sweep_rows = []
+if run_sweeps:
+    def score(name, data, key):
+        m = H.fit(getattr(sl, name), data, key, n_latent=n_latent, max_epochs=max_epochs, seed=seeds[0])
+        rec = sl.metrics.target_recovery(data, m)
+        return rec["mcc"], (rec["f1"] if name in ("SVAE", "SVAEPlus") else np.nan)
+
+    for lo, hi in sweep_targets:
+        key = dict(sim, n_targets=[lo, hi])
+        a = sl.simulate(**sim, n_targets=(lo, hi))
+        tr = a[a.obs["split"] == "train"].copy()
+        for name in sweep_models:
+            mcc, f1 = score(name, tr, key)
+            sweep_rows.append({"sweep": "targets per perturbation", "setting": f"{lo}-{hi}",
+                               "model": name, "mcc": mcc, "target_f1": f1})
+    rng = np.random.default_rng(sim_seed)
+    train_perts = [p for p in train.obs["perturbation"].cat.categories
+                   if p != "control" and (train.obs["perturbation"] == p).any()]
+    for n_keep in sweep_n_train:
+        keep = sorted(rng.choice(train_perts, size=n_keep, replace=False))
+        tr = train[train.obs["perturbation"].isin(["control"] + keep).to_numpy()].copy()
+        tr.obs["perturbation"] = tr.obs["perturbation"].cat.remove_unused_categories()
+        for name in sweep_models:
+            mcc, f1 = score(name, tr, dict(sim, keep=keep))
+            sweep_rows.append({"sweep": "training perturbations", "setting": str(n_keep),
+                               "model": name, "mcc": mcc, "target_f1": f1})
+    # the main run is the default point of both sweeps
+    n_train = len(train_perts)
+    for name in sweep_models:
+        if name in models:
+            main = scores[(scores.model == name) & (scores.seed == seeds[0])].iloc[0]
+            lo, hi = adata.uns["simulation"]["n_targets"]
+            sweep_rows.append({"sweep": "targets per perturbation", "setting": f"{lo}-{hi}",
+                               "model": name, "mcc": main.mcc, "target_f1": main.target_f1})
+            sweep_rows.append({"sweep": "training perturbations", "setting": str(n_train),
+                               "model": name, "mcc": main.mcc, "target_f1": main.target_f1})
+sweeps = pd.DataFrame(sweep_rows)
+if len(sweeps):
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), sharey=True)
+    for ax, (what, df) in zip(axes, sweeps.groupby("sweep", sort=False)):
+        order = sorted(df["setting"].unique(), key=lambda s: [int(v) for v in s.split("-")])
+        sns.pointplot(data=df, x="setting", y="mcc", hue="model", order=order, ax=ax,
+                      markers=["o", "s", "D", "^", "v"][:df["model"].nunique()], dodge=0.2)
+        ax.set_xlabel(what)
+        ax.set_ylabel("MCC")
+        ax.set_ylim(0, 1)
+        sns.despine(ax=ax)
+    fig.tight_layout()
+    display(sweeps.pivot_table(index=["sweep", "setting"], columns="model",
+                               values=["mcc", "target_f1"]).round(3))
+
+# %% [markdown]
+# ## What we saw
+#
+# The numbers below are printed from the runs above, at this page's parameters (the
+# parameters cell); at CI scale the runs are short, so read them as a smoke test of the
+# full-scale experiment more than as its result.
+
+# %%
+mean = scores.groupby("model")["mcc"].mean()
+f1 = scores.groupby("model")["target_f1"].mean()
+print(f"{len(seeds)} seeds, {max_epochs} epochs, d={n_latent}, {n_perturbations - n_heldout} training perturbations")
+for name in models:
+    print(f"  {name:9s} MCC {mean[name]:.3f} +- {scores[scores.model == name]['mcc'].std():.3f}"
+          + (f"   target F1 {f1[name]:.2f}" if name in ("SVAE", "SVAEPlus") else ""))
+if {"SVAEPlus", "VAE"} <= set(models):
+    print(f"sVAE+ minus VAE, mean MCC: {mean['SVAEPlus'] - mean['VAE']:+.3f}")
+if {"SVAEPlus", "iVAE"} <= set(models):
+    print(f"sVAE+ minus iVAE, mean MCC: {mean['SVAEPlus'] - mean['iVAE']:+.3f}")
+if len(sweeps):
+    for (what, setting, name), r in sweeps.set_index(["sweep", "setting", "model"]).sort_index().iterrows():
+        print(f"  sweep {what} = {setting}: {name} MCC {r.mcc:.3f}")
+H.save_results("03_identifiability", {
+    "max_epochs": max_epochs, "n_latent": n_latent, "seeds": seeds,
+    "n_train_perturbations": n_perturbations - n_heldout,
+    "mcc_mean": mean.to_dict(), "target_f1_mean": f1.dropna().to_dict(),
+    "scores": scores.to_dict(orient="records"),
+    "sweeps": sweeps.to_dict(orient="records"),
+})
+print(f"chapter ran in {H.elapsed(T0)}")
+
+# %% [markdown]
+# How to read these numbers:
+#
+# - **VAE and $\beta$-VAE** have no way to prefer one rotation of the latent space over
+#   another (chapter 1), so their MCC reflects whatever rotation training happened to
+#   reach. A larger $\beta$ does not fix that: it trades reconstruction for a simpler
+#   posterior, not for the right axes.
+# - **iVAE** knows which cells share a perturbation and can place each group's mean
+#   freely. With many perturbations and a Gaussian prior whose variance also changes per
+#   group, that is identifying in theory {cite:p}`khemakhem2020ivae`, but with mean shifts
+#   only and a few dozen groups its latents can still be any rotation that fits the
+#   group means.
+# - **sVAE and sVAE+** add the sparsity preference. Whether they beat iVAE and the VAEs
+#   depends on training length, on how sparse the true targets are, and on how many
+#   perturbations constrain each axis: the sweeps vary the last two. Few perturbations
+#   leave axes that no perturbation pins down; dense targets make the sparsest rotation
+#   less distinct from the others.
+# - Target recovery is harder than latent recovery: a mask entry is only right if the
+#   latent it refers to is matched to the right true latent first.
+#
+# ## Exercises
+#
+# 1. Rerun with `-p max_epochs 400` (a GPU or patience helps). Which models improve with
+#    longer training, and does the ordering change?
+# 2. `sl.SVAEPlus(train, n_latent=n_latent, sparsity=...)` sets the strength of the
+#    Beta-Bernoulli prior on the masks. Sweep it (e.g. 1, 10, 100): what happens to target
+#    precision and recall, and to MCC?
+# 3. Train sVAE+ with `model.train(..., dense_fraction=0.0)` (no dense warm-up and no
+#    alignment step). Compare MCC and target F1 with the default schedule.
+# 4. Score the latents with `sl.metrics.mcc(..., method="spearman")`. Which models gain,
+#    and what does that say about the shape of their errors?
+# 5. The ELBO-selected run is not always the best-MCC run. Over more seeds, how often do
+#    they agree? Is the ELBO a usable model-selection criterion here?

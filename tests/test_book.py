@@ -1,0 +1,64 @@
+"""Static checks of the book (no execution; the build in .ci/build_book executes it):
+the table of contents lists every chapter, every chapter has the parts the book promises,
+and the paired notebooks used by the Colab/Binder buttons match their chapters."""
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BOOK = ROOT / "book"
+CHAPTERS = sorted(BOOK.glob("[0-9][0-9]_*.py"))
+
+pytestmark = pytest.mark.skipif(not (ROOT / "_toc.yml").exists(), reason="no book in this checkout")
+
+
+def test_toc_lists_every_chapter_and_page():
+    toc = (ROOT / "_toc.yml").read_text()
+    files = re.findall(r"file:\s*(\S+)", toc) + re.findall(r"root:\s*(\S+)", toc)
+    assert len(CHAPTERS) >= 7
+    for ch in CHAPTERS:
+        assert f"book/{ch.stem}" in files, f"{ch.name} is not in _toc.yml"
+    for f in files:
+        assert any((ROOT / f).with_suffix(s).exists() for s in (".md", ".py")), f"{f} in _toc.yml does not exist"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_structure(chapter):
+    jupytext = pytest.importorskip("jupytext")
+    nb = jupytext.read(chapter)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    # a question first, a parameters cell validated right after, what we saw, exercises
+    assert nb.cells[0].cell_type == "markdown" and "question" in nb.cells[0].source.lower()
+    tagged = [i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    assert "check_parameters(" in code[tagged[0] + 1].source, "validate parameters in the next cell"
+    assert "google.colab" in code[0].source, "first code cell installs the package on Colab"
+    assert "## What we saw" in text and "## Exercises" in text
+    # the science goes through the public API
+    src = "\n".join(c.source for c in code)
+    assert "import svae_lite as sl" in src
+    assert not re.search(r"from svae_lite\.(module|priors|models) import", src)
+
+
+def test_paired_notebooks_in_sync():
+    pytest.importorskip("jupytext")
+    sys.path.insert(0, str(BOOK))
+    try:
+        import _sync
+    finally:
+        sys.path.remove(str(BOOK))
+    assert _sync.problems() == [], "run: python book/_sync.py"
+
+
+def test_config_executes_and_fails_on_errors():
+    yaml = pytest.importorskip("yaml")
+    cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
+    ex = cfg["execute"]
+    assert ex["execute_notebooks"] == "force" and ex["raise_on_error"] is True
+    assert ex["timeout"] >= 600
+    assert "book/*.ipynb" in cfg["exclude_patterns"]
+    assert cfg["sphinx"]["config"]["nb_custom_formats"][".py"][0] == "jupytext.reads"
