@@ -1,0 +1,482 @@
+"""Real screens: held-out perturbations, transfer learning, double perturbations, new cell lines.
+
+Trains the five models (VAE, BetaVAE, iVAE, SVAE, SVAEPlus) with their default training
+settings on three real screens and prints the comparison tables:
+
+1. **Papalexi 2021** (THP-1 knockouts): a set of perturbations is held out (``--split
+   ifng``: the IFN-gamma pathway IFNGR1, IFNGR2, JAK2, STAT1, IRF1; ``random``: a random
+   third). Half of each held-out perturbation's cells are for evaluation, the other half a
+   pool for transfer. Reported: importance-weighted log-likelihood (IWELBO, nats per cell)
+   of the evaluation cells *before* transfer (the untransferred model: the cells evaluated
+   under the control prior N(0, I)) and after ``model.transfer`` with 10, 50 or all pool
+   cells per new perturbation; the log-likelihood of unseen cells of *seen* perturbations;
+   per-perturbation learned targets; the gene program of each latent (which genes move when
+   one latent moves, through the decoder).
+2. **Norman 2019** (K562 CRISPRa): trained on control + single perturbations only; the
+   double perturbations ``A+B`` whose genes were both measured alone are predicted with
+   ``model.predict("A+B")`` (composed mechanisms) and compared with the observed mean
+   expression shift on the 20 genes the double changes most (Pearson, RMSE of log1p
+   normalized means) against two baselines: the sum of the observed single shifts
+   (additive) and no shift (control mean).
+3. **McFaline-Figueroa 2023** (glioblastoma CRISPRi): trained on two cell lines, evaluated
+   on the third: under the control prior, under the perturbations' training priors
+   (zero-shot: same perturbation, new line) and after transfer of line-specific priors
+   (``U87MG:<perturbation>``) with 10, 50 or all pool cells per group.
+
+Each (screen, model) is one process with one torch thread (``--jobs`` in parallel). The
+defaults run in about 15-20 minutes on 2 CPU cores; ``--quick`` is a smoke run.
+
+    python benchmarks/real_data.py                         # everything, default epochs
+    python benchmarks/real_data.py --screens papalexi --split random --papalexi-epochs 60
+    python benchmarks/real_data.py --quick
+
+Needs the data directory (``SVAE_LITE_DATA``, see data/README.md). Writes every number to
+``benchmarks/results/real_data.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pandas as pd
+
+MODELS = ["VAE", "BetaVAE", "iVAE", "SVAE", "SVAEPlus"]
+SHIFT_MODELS = {"iVAE", "SVAE", "SVAEPlus"}
+SPARSE_MODELS = {"SVAE", "SVAEPlus"}
+SIZES = [10, 50, None]  # cells per new perturbation for transfer (None: the whole pool)
+
+
+# ================================================================ helpers (run in the workers)
+def _quiet():
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "scvi"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def split_pool_eval(adata, key: str, seed: int):
+    """Half of each group's cells for evaluation, the rest (shuffled) as a transfer pool."""
+    rng = np.random.default_rng(seed)
+    pool, ev = [], []
+    for _, idx in adata.obs.groupby(key, observed=True).indices.items():
+        idx = rng.permutation(idx)
+        half = len(idx) // 2
+        ev.append(idx[:half])
+        pool.append(idx[half:])
+    return adata[np.concatenate(pool)].copy(), adata[np.sort(np.concatenate(ev))].copy()
+
+
+def first_n_per_group(adata, key: str, n: int | None):
+    """The first ``n`` cells of each group (all when ``n`` is None)."""
+    if n is None:
+        return adata.copy()
+    keep = adata.obs.groupby(key, observed=True).cumcount().to_numpy() < n
+    return adata[keep].copy()
+
+
+def relabel(adata, key: str, value=None, prefix=None):
+    out = adata.copy()
+    lab = out.obs[key].astype(str)
+    out.obs[key] = pd.Categorical(np.full(out.n_obs, value) if value is not None else prefix + lab)
+    return out
+
+
+def iwelbo(model, adata, args, seed):
+    """Per-cell IWELBO (nats) with common random numbers: every model and every variant of
+    the evaluation cells sees the same random stream, so differences are not sampling noise."""
+    import torch
+
+    torch.manual_seed(seed)
+    return model.get_marginal_ll(adata, n_samples=args.n_samples)
+
+
+def predict_each(model, names, args, library, seed):
+    """model.predict for each name with the same seed (common random numbers): a model whose
+    prior ignores the label predicts exactly the control mean."""
+    return pd.concat([model.predict([n], n_cells=args.predict_cells, library_size=library, seed=seed)
+                      for n in names])
+
+
+def targets_of(model, threshold: float = 0.5) -> dict:
+    """Perturbation -> list of targeted latent indices (probability > threshold)."""
+    t = model.get_intervention_targets()
+    return {p: [int(c.split("_")[1]) for c in t.columns[t.loc[p].to_numpy() > threshold]] for p in t.index}
+
+
+def gene_programs(model, n_top: int = 5, delta: float = 2.0) -> dict:
+    """For each latent j: genes whose decoded expression changes most when z_j goes from
+    -delta to +delta with the other latents at 0 (log2 fold change, median library)."""
+    import torch
+
+    module = model.module
+    d = module.n_latent
+    X = model.adata.X
+    lib = float(np.median(np.asarray(X.sum(1)).ravel()))
+    z = torch.zeros(2 * d, d)
+    for j in range(d):
+        z[j, j], z[d + j, j] = delta, -delta
+    module.eval()
+    with torch.no_grad():
+        scale = module.generative(z.to(model.device), torch.full((2 * d, 1), np.log(lib)).to(model.device))["px_scale"].cpu().numpy()
+    lfc = np.log2(scale[:d]) - np.log2(scale[d:])
+    genes = np.asarray(model.adata.var_names)
+    out = {}
+    for j in range(d):
+        order = np.argsort(lfc[j])
+        out[j] = {"up": [[str(genes[g]), round(float(lfc[j, g]), 2)] for g in order[::-1][:n_top]],
+                  "down": [[str(genes[g]), round(float(lfc[j, g]), 2)] for g in order[:n_top]],
+                  "max_abs_lfc": round(float(np.abs(lfc[j]).max()), 3)}
+    return out
+
+
+def _fit(cls_name, train, args, epochs, seed):
+    import svae_lite as sl
+
+    cls = getattr(sl, cls_name)
+    cls.setup_anndata(train, perturbation_key="perturbation", control="control")
+    m = cls(train, n_latent=args.n_latent)
+    t0 = time.time()
+    m.train(max_epochs=epochs, seed=seed, enable_progress_bar=False)
+    return m, time.time() - t0
+
+
+def _transfer_curve(m, cls_name, pool, ev, args, seed, key="perturbation"):
+    """IWELBO (mean nats per evaluation cell) after transfer with each pool size, plus the
+    per-group gains of the largest transfer and the transferred targets."""
+    res = {"ll": {}, "seconds": {}}
+    if cls_name not in SHIFT_MODELS:
+        return res
+    for n in SIZES:
+        sub = first_n_per_group(pool, key, n)
+        t0 = time.time()
+        t = m.transfer(sub, max_epochs=args.transfer_epochs, seed=seed, enable_progress_bar=False)
+        res["seconds"][str(n)] = time.time() - t0
+        ll = iwelbo(t, ev, args, seed)
+        res["ll"][str(n)] = float(ll.mean())
+        if n is None:
+            lab = ev.obs[key].astype(str).to_numpy()
+            res["ll_per_group"] = {g: float(ll[lab == g].mean()) for g in pd.unique(lab)}
+            if cls_name in SPARSE_MODELS:
+                tg = targets_of(t)
+                res["targets"] = {g: tg[g] for g in pd.unique(lab)}
+    return res
+
+
+# ---------------------------------------------------------------- Papalexi
+def papalexi_split(adata, split: str, seed: int) -> list[str]:
+    import svae_lite as sl
+
+    perts = sorted(set(adata.obs["perturbation"].astype(str)) - {"control"})
+    if split == "ifng":
+        return list(sl.datasets.PAPALEXI_IFNG_PATHWAY)
+    if split == "random":
+        rng = np.random.default_rng(seed)
+        return sorted(rng.choice(perts, size=len(perts) // 3, replace=False).tolist())
+    raise ValueError(f"--split {split!r}: use 'ifng' or 'random'.")
+
+
+def run_papalexi(cls_name, args, seed, split):
+    import svae_lite as sl
+
+    adata = sl.datasets.papalexi2021()
+    held = papalexi_split(adata, split, seed)
+    lab = adata.obs["perturbation"].astype(str)
+    rest = adata[~lab.isin(held).to_numpy()].copy()
+    new = adata[lab.isin(held).to_numpy()].copy()
+    new.obs["perturbation"] = new.obs["perturbation"].astype(str)
+    # 10% of the cells of seen perturbations: unseen cells, seen perturbations
+    rng = np.random.default_rng(seed)
+    test_seen = rng.random(rest.n_obs) < 0.1
+    train, seen = rest[~test_seen].copy(), rest[test_seen].copy()
+    pool, ev = split_pool_eval(new, "perturbation", seed)
+    m, secs = _fit(cls_name, train, args, args.papalexi_epochs, seed)
+    out = {"screen": f"papalexi/{split}", "model": cls_name, "seed": seed, "held_out": held,
+           "train_seconds": secs, "n_train_cells": int(train.n_obs), "n_eval_cells": int(ev.n_obs)}
+    out["ll_seen"] = float(iwelbo(m, seen, args, seed).mean())
+    ll0 = iwelbo(m, relabel(ev, "perturbation", value="control"), args, seed)
+    out["ll_untransferred"] = float(ll0.mean())
+    lab_ev = ev.obs["perturbation"].astype(str).to_numpy()
+    out["ll_untransferred_per_group"] = {g: float(ll0[lab_ev == g].mean()) for g in held}
+    out["transfer"] = _transfer_curve(m, cls_name, pool, ev, args, seed)
+    if cls_name in SPARSE_MODELS:
+        out["targets"] = targets_of(m)
+    out["gene_programs"] = gene_programs(m)
+    return out
+
+
+# ---------------------------------------------------------------- Norman
+def _norm_means(adata, groups, key, library):
+    """Mean of counts scaled to ``library`` UMIs per cell, per group: DataFrame (groups, genes)."""
+    X = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
+    lib = X.sum(1, keepdims=True)
+    Xn = X / np.maximum(lib, 1) * library
+    lab = adata.obs[key].astype(str).to_numpy()
+    return pd.DataFrame({g: Xn[lab == g].mean(0) for g in groups}, index=adata.var_names).T
+
+
+def shift_scores(pred_delta, obs_delta, n_top: int = 20) -> dict:
+    """Pearson and RMSE between predicted and observed shifts on the ``n_top`` genes with
+    the largest observed |shift|, and Pearson on all genes."""
+    top = np.argsort(-np.abs(obs_delta))[:n_top]
+    p, o = pred_delta[top], obs_delta[top]
+    pear = float(np.corrcoef(p, o)[0, 1]) if np.std(p) > 1e-12 else float("nan")
+    pear_all = float(np.corrcoef(pred_delta, obs_delta)[0, 1]) if np.std(pred_delta) > 1e-12 else float("nan")
+    return {"pearson_top": pear, "rmse_top": float(np.sqrt(np.mean((p - o) ** 2))), "pearson_all": pear_all}
+
+
+def norman_groups(adata):
+    labels = set(adata.obs["perturbation"].astype(str))
+    singles = sorted(p for p in labels if "+" not in p and p != "control")
+    doubles = sorted(p for p in labels if "+" in p and set(p.split("+")) <= set(singles))
+    return singles, doubles
+
+
+def run_norman(cls_name, args, seed):
+    import svae_lite as sl
+
+    adata = sl.datasets.norman2019()
+    singles, doubles = norman_groups(adata)
+    lab = adata.obs["perturbation"].astype(str)
+    train = adata[lab.isin(singles + ["control"]).to_numpy()].copy()
+    m, secs = _fit(cls_name, train, args, args.norman_epochs, seed)
+    library = float(np.median(np.asarray(train.X.sum(1)).ravel()))
+    obs = np.log1p(_norm_means(adata, ["control"] + singles + doubles, "perturbation", library))
+    pred = np.log1p(predict_each(m, ["control"] + singles + doubles, args, library, seed))
+    res = {}
+    for d in doubles:
+        a, b = d.split("+")
+        o = (obs.loc[d] - obs.loc["control"]).to_numpy()
+        res[d] = {
+            "model": shift_scores((pred.loc[d] - pred.loc["control"]).to_numpy(), o),
+            "additive": shift_scores((obs.loc[a] + obs.loc[b] - 2 * obs.loc["control"]).to_numpy(), o),
+            "control": shift_scores(np.zeros_like(o), o),
+        }
+    fit_singles = {s: shift_scores((pred.loc[s] - pred.loc["control"]).to_numpy(),
+                                   (obs.loc[s] - obs.loc["control"]).to_numpy()) for s in singles}
+    out = {"screen": "norman", "model": cls_name, "seed": seed, "train_seconds": secs,
+           "doubles": res, "singles_fit": fit_singles}
+    if cls_name in SPARSE_MODELS:
+        tg = targets_of(m)
+        out["targets"] = tg
+        out["double_targets"] = {d: sorted(set(tg[d.split("+")[0]]) | set(tg[d.split("+")[1]])) for d in doubles}
+    return out
+
+
+# ---------------------------------------------------------------- McFaline
+def run_mcfaline(cls_name, args, seed, target_line="U87MG"):
+    import svae_lite as sl
+
+    adata = sl.datasets.mcfaline2023()
+    line = adata.obs["cell_type"].astype(str).to_numpy()
+    train = adata[line != target_line].copy()
+    new = adata[line == target_line].copy()
+    new.obs["perturbation"] = new.obs["perturbation"].astype(str)
+    pool, ev = split_pool_eval(new, "perturbation", seed)
+    m, secs = _fit(cls_name, train, args, args.mcfaline_epochs, seed)
+    out = {"screen": "mcfaline", "model": cls_name, "seed": seed, "train_lines": sorted(set(line) - {target_line}),
+           "target_line": target_line, "train_seconds": secs, "n_eval_cells": int(ev.n_obs)}
+    out["ll_control_prior"] = float(iwelbo(m, relabel(ev, "perturbation", value="control"), args, seed).mean())
+    out["ll_zero_shot"] = float(iwelbo(m, ev, args, seed).mean())
+    prefix = f"{target_line}:"
+    out["transfer"] = _transfer_curve(m, cls_name, relabel(pool, "perturbation", prefix=prefix),
+                                      relabel(ev, "perturbation", prefix=prefix), args, seed)
+    return out
+
+
+def run_one(args, screen, model, seed):
+    _quiet()
+    import torch
+
+    torch.set_num_threads(1)
+    t0 = time.time()
+    if screen.startswith("papalexi"):
+        out = run_papalexi(model, args, seed, screen.split("/")[1])
+    elif screen == "norman":
+        out = run_norman(model, args, seed)
+    elif screen == "mcfaline":
+        out = run_mcfaline(model, args, seed)
+    else:
+        raise ValueError(screen)
+    out["seconds"] = time.time() - t0
+    return out
+
+
+# ================================================================ tables (main process)
+def _fmt_targets(lst):
+    return ",".join(str(i) for i in lst) if lst else "-"
+
+
+def papalexi_tables(runs):
+    rows, gains, tg, prog = [], {}, {}, None
+    for r in runs:
+        tr = r["transfer"]["ll"]
+        base = r["ll_untransferred"]
+        row = {"model": r["model"], "seen perts (unseen cells)": r["ll_seen"], "held-out: untransferred": base}
+        for n in SIZES:
+            row[f"transfer {n or 'all'}"] = tr.get(str(n), base)
+        row["gain (all)"] = row["transfer all"] - base
+        row["train s"] = r["train_seconds"]
+        rows.append(row)
+        if "ll_per_group" in r["transfer"]:
+            gains[r["model"]] = {g: r["transfer"]["ll_per_group"][g] - r["ll_untransferred_per_group"][g]
+                                 for g in r["held_out"]}
+        if "targets" in r:
+            tg[r["model"]] = {p: _fmt_targets(v) for p, v in r["targets"].items()}
+            tg[r["model"]].update({f"{p} (transferred)": _fmt_targets(v) for p, v in r["transfer"].get("targets", {}).items()})
+        if r["model"] == "SVAEPlus":
+            prog = r
+    return pd.DataFrame(rows).set_index("model"), pd.DataFrame(gains), pd.DataFrame(tg), prog
+
+
+def program_table(run):
+    targeted = {}
+    for p, lst in run.get("targets", {}).items():
+        for j in lst:
+            targeted.setdefault(j, []).append(p)
+    rows = []
+    for j, g in run["gene_programs"].items():
+        j = int(j)
+        rows.append({"latent": j, "targeted by": ",".join(targeted.get(j, [])) or "-",
+                     "max |log2FC|": g["max_abs_lfc"],
+                     "up": " ".join(f"{n}({v:+.1f})" for n, v in g["up"][:4]),
+                     "down": " ".join(f"{n}({v:+.1f})" for n, v in g["down"][:4])})
+    return pd.DataFrame(rows).set_index("latent")
+
+
+def _mean(values):
+    v = np.asarray(values, dtype=float)
+    return float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+
+
+def norman_tables(runs):
+    rows, per_double = [], {}
+    base = runs[0]["doubles"]
+    for name in ("additive", "control"):
+        rows.append({"predictor": f"baseline: {name}",
+                     **{k: _mean([base[d][name][k] for d in base]) for k in ("pearson_top", "rmse_top", "pearson_all")},
+                     "singles fit (pearson_top)": np.nan})
+        per_double[f"baseline: {name}"] = {d: base[d][name]["pearson_top"] for d in base}
+    for r in runs:
+        dd = r["doubles"]
+        rows.append({"predictor": r["model"],
+                     **{k: _mean([dd[d]["model"][k] for d in dd]) for k in ("pearson_top", "rmse_top", "pearson_all")},
+                     "singles fit (pearson_top)": _mean([v["pearson_top"] for v in r["singles_fit"].values()])})
+        per_double[r["model"]] = {d: dd[d]["model"]["pearson_top"] for d in dd}
+    return pd.DataFrame(rows).set_index("predictor"), pd.DataFrame(per_double)
+
+
+def mcfaline_table(runs):
+    rows = []
+    for r in runs:
+        row = {"model": r["model"], "control prior": r["ll_control_prior"], "zero-shot (train priors)": r["ll_zero_shot"]}
+        for n in SIZES:
+            row[f"transfer {n or 'all'}"] = r["transfer"]["ll"].get(str(n), np.nan)
+        row["train s"] = r["train_seconds"]
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("model")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--screens", nargs="+", default=["papalexi", "norman", "mcfaline"],
+                    choices=["papalexi", "norman", "mcfaline"])
+    ap.add_argument("--split", nargs="+", default=["ifng"], choices=["ifng", "random"],
+                    help="Papalexi held-out perturbations (one or both)")
+    ap.add_argument("--models", nargs="+", default=MODELS)
+    ap.add_argument("--n-latent", type=int, default=10)
+    ap.add_argument("--papalexi-epochs", type=int, default=40)
+    ap.add_argument("--norman-epochs", type=int, default=150)
+    ap.add_argument("--mcfaline-epochs", type=int, default=150)
+    ap.add_argument("--transfer-epochs", type=int, default=100)
+    ap.add_argument("--n-samples", type=int, default=100, help="importance samples of the IWELBO")
+    ap.add_argument("--predict-cells", type=int, default=2000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="smoke run: few epochs and samples")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "real_data.json"))
+    ap.add_argument("--_one", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.papalexi_epochs, args.norman_epochs, args.mcfaline_epochs = 2, 5, 5
+        args.transfer_epochs, args.n_samples, args.predict_cells = 5, 10, 200
+
+    if args._one:  # worker mode: one (screen, model), JSON on stdout
+        spec = json.loads(args._one)
+        print("RESULT " + json.dumps(run_one(args, **spec)))
+        return
+
+    screens = []
+    for s in args.screens:
+        screens += [f"papalexi/{sp}" for sp in args.split] if s == "papalexi" else [s]
+    runs = [dict(screen=s, model=m, seed=args.seed) for s in screens for m in args.models]
+    base = [sys.executable, os.path.abspath(__file__)] + list(argv if argv is not None else sys.argv[1:])
+
+    def launch(spec):
+        out = subprocess.run(base + ["--_one", json.dumps(spec)], capture_output=True, text=True)
+        line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
+        if not line:
+            raise RuntimeError(f"run {spec} failed:\n{out.stderr[-3000:]}")
+        res = json.loads(line[0][7:])
+        print(f"  {res['screen']:16s} {res['model']:9s} done in {res['seconds']:.0f} s", flush=True)
+        return res
+
+    t0, c0 = time.time(), time.process_time()
+    print(f"{len(runs)} runs, {args.jobs} in parallel; epochs papalexi {args.papalexi_epochs}, norman "
+          f"{args.norman_epochs}, mcfaline {args.mcfaline_epochs}, transfer {args.transfer_epochs}; "
+          f"n_latent {args.n_latent}; IWELBO with {args.n_samples} samples; seed {args.seed}", flush=True)
+    with ThreadPoolExecutor(args.jobs) as ex:
+        results = list(ex.map(launch, runs))
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as fh:
+        json.dump({"args": {k: v for k, v in vars(args).items() if k != "_one"}, "runs": results}, fh, indent=1)
+
+    pd.set_option("display.width", 200)
+    pd.set_option("display.max_columns", 20)
+    pd.set_option("display.max_colwidth", 60)
+    for s in screens:
+        rs = [r for r in results if r["screen"] == s]
+        print(f"\n{'=' * 100}")
+        if s.startswith("papalexi"):
+            main_t, gains, tg, prog = papalexi_tables(rs)
+            print(f"Papalexi 2021, held out ({s.split('/')[1]}): {', '.join(rs[0]['held_out'])}; "
+                  f"{rs[0]['n_train_cells']} training cells, {rs[0]['n_eval_cells']} evaluation cells")
+            print("\nIWELBO, nats per cell (higher is better); transfer N = N pool cells per new perturbation")
+            print(main_t.round(2).to_string())
+            if not gains.empty:
+                print("\nGain of the full transfer over the untransferred model, per held-out perturbation (nats per cell)")
+                print(gains.round(2).to_string())
+            if not tg.empty:
+                print("\nLearned targets (latent indices with mask probability > 0.5)")
+                print(tg.to_string())
+            if prog is not None:
+                print("\nSVAEPlus gene programs: log2 fold change of decoded expression, z_j from -2 to +2")
+                print(program_table(prog).to_string())
+        elif s == "norman":
+            summary, per_double = norman_tables(rs)
+            print("Norman 2019: trained on control + 18 singles; predicted vs observed shift of log1p "
+                  "normalized mean expression for the doubles whose genes were measured alone")
+            print("(pearson_top / rmse_top: on the 20 genes the double changes most; mean over doubles; "
+                  "NaN = constant prediction)")
+            print(summary.round(3).to_string())
+            print("\nPearson (top 20 genes) per double")
+            print(per_double.round(3).to_string())
+            sp = [r for r in rs if "double_targets" in r]
+            for r in sp:
+                print(f"\n{r['model']} targets of singles: " + "; ".join(f"{k}:{_fmt_targets(v)}" for k, v in r["targets"].items()))
+        else:
+            print(f"McFaline-Figueroa 2023: trained on {', '.join(rs[0]['train_lines'])}; evaluated on "
+                  f"{rs[0]['n_eval_cells']} {rs[0]['target_line']} cells (IWELBO, nats per cell)")
+            print(mcfaline_table(rs).round(2).to_string())
+    print(f"\nwall time {time.time() - t0:.0f} s; results in {args.out}")
+
+
+if __name__ == "__main__":
+    main()
