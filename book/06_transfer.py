@@ -303,10 +303,10 @@ norman_scores = pd.DataFrame(norman_rows)
 methods = list(dict.fromkeys(norman_scores["method"]))
 
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-plotting.score_strip(norman_scores, y="pearson_top20", order=[m for m in methods if "control" not in m],
+plotting.score_strip(norman_scores, y="pearson_top20", x="method", order=[m for m in methods if "control" not in m],
                      ax=axes[0], ylim=(-1, 1), reference=0.0)
 axes[0].set_ylabel("Pearson r, top 20 genes")
-plotting.score_strip(norman_scores, y="mse", order=methods, ax=axes[1], ylim=None)
+plotting.score_strip(norman_scores, y="mse", x="method", order=methods, ax=axes[1], ylim=None)
 axes[1].set_ylabel("mean squared error,\nall genes (log scale units)")
 for ax in axes:
     ax.tick_params(axis="x", rotation=30, labelsize=8)
@@ -398,7 +398,8 @@ for name in real_models:
           f"   (before transfer {at(real_curve, name + ', before transfer', 0):8.2f})")
 print("Norman pairs, mean over pairs:")
 for m, r in norman_summary.iterrows():
-    print(f"  {m:28s} Pearson (top 20 genes) {r.pearson_top20:+.2f}   MSE {r.mse:.4f}")
+    pear = "   -" if np.isnan(r.pearson_top20) else f"{r.pearson_top20:+.2f}"
+    print(f"  {m:28s} Pearson (top 20 genes) {pear}   MSE {r.mse:.4f}")
 print(f"McFaline-Figueroa, new line {new_line}:")
 for m, r in mcf_ll.iterrows():
     same, other = mcf_similarity[m]
