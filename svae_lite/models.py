@@ -31,6 +31,7 @@ from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 from scvi.train import TrainingPlan
 
 from . import _validation as V
+from ._data import TensorDataSplitter
 from .module import ShiftVAEModule, sparsest_rotation
 
 logger = logging.getLogger(__name__)
@@ -42,11 +43,19 @@ LABEL_COLUMN = "_svae_perturbation"
 
 class _PlanWithPriorLR(TrainingPlan):
     """scvi-tools TrainingPlan with its own learning rate for the prior's parameters and a
-    loss check that stops training with a clear error when the loss stops being finite."""
+    loss check that stops training with a clear error when the loss stops being finite.
+
+    Faster than scvi-tools' plan at equal results: fused Adam, and the epoch's ELBO terms
+    summed on the device and logged once per epoch instead of five Lightning ``log`` calls
+    per step (same history keys and values: ``train_loss``, ``elbo_train``,
+    ``reconstruction_loss_train``, ``kl_local_train``, ``kl_global_train``, ``kl_weight``).
+    """
 
     def __init__(self, module, *, prior_lr: float = 1e-2, **kwargs):
         super().__init__(module, **kwargs)
         self.prior_lr = prior_lr
+        self._sums = None
+        self._n_obs = self._n_batches = 0
 
     def configure_optimizers(self):
         prior_ids = {id(p) for p in self.module.prior.parameters()}
@@ -57,11 +66,21 @@ class _PlanWithPriorLR(TrainingPlan):
             groups.append({"params": net, "lr": self.lr, "weight_decay": self.weight_decay})
         if prior:
             groups.append({"params": prior, "lr": self.prior_lr, "weight_decay": 0.0})
-        return {"optimizer": torch.optim.Adam(groups, eps=self.eps)}
+        return {"optimizer": torch.optim.Adam(groups, eps=self.eps, fused=True)}
 
     def training_step(self, batch, batch_idx):
-        out = super().training_step(batch, batch_idx)
-        loss = out["loss"] if isinstance(out, dict) else out
+        if "kl_weight" in self.loss_kwargs:
+            self.loss_kwargs.update({"kl_weight": self.kl_weight})
+        _, _, out = self.forward(batch, loss_kwargs=self.loss_kwargs)
+        loss = out.loss
+        with torch.no_grad():
+            n = out.n_obs_minibatch
+            terms = torch.stack([loss.detach() * n, out.reconstruction_loss_sum.detach(),
+                                 out.kl_local_sum.detach(), torch.as_tensor(out.kl_global_sum).detach()
+                                 .to(loss)]).float()
+            self._sums = terms if self._sums is None else self._sums + terms
+            self._n_obs += n
+            self._n_batches += 1
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"The training loss became {loss.item()} in epoch {self.current_epoch + 1} "
@@ -69,7 +88,27 @@ class _PlanWithPriorLR(TrainingPlan):
                 "check that the data are raw counts without extreme outliers, or lengthen "
                 "the KL warm-up."
             )
-        return out
+        return loss
+
+    def on_train_epoch_end(self):
+        """Log the epoch's ELBO terms (one device sync per epoch), as scvi-tools' metrics:
+        reconstruction and local KL per cell, global KL per minibatch, ELBO = their sum with
+        the global KL divided by the number of training cells."""
+        if self._sums is None:
+            return
+        loss_sum, rec, kl_local, kl_global = self._sums.tolist()
+        n, nb = max(self._n_obs, 1), max(self._n_batches, 1)
+        rec, kl_local, kl_global = rec / n, kl_local / n, kl_global / nb
+        n_total = self.n_obs_training if self.n_obs_training and self.n_obs_training > 0 else 1
+        self.log("train_loss", loss_sum / n, on_epoch=True, prog_bar=True)
+        self.log("elbo_train", rec + kl_local + kl_global / n_total, on_epoch=True)
+        self.log("reconstruction_loss_train", rec, on_epoch=True)
+        self.log("kl_local_train", kl_local, on_epoch=True)
+        self.log("kl_global_train", kl_global, on_epoch=True)
+        if "kl_weight" in self.loss_kwargs:
+            self.log("kl_weight", float(self.loss_kwargs["kl_weight"]), on_epoch=True)
+        self._sums = None
+        self._n_obs = self._n_batches = 0
 
 
 class _AlignmentCallback(Callback):
@@ -119,6 +158,7 @@ class ShiftModel(UnsupervisedTrainingMixin, BaseModelClass):
     _defaults: dict = {}
     _module_cls = ShiftVAEModule
     _training_plan_cls = _PlanWithPriorLR
+    _data_splitter_cls = TensorDataSplitter  # minibatches from counts preloaded on the device
 
     def __init__(self, adata: AnnData | None = None, n_latent: int = 10, n_hidden: int = 128,
                  n_layers: int = 2, dropout_rate: float = 0.1, use_batch_norm: bool = True,
