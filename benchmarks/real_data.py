@@ -351,26 +351,51 @@ def program_table(run):
     return pd.DataFrame(rows).set_index("latent")
 
 
-def _mean(values):
+def _mean(values, nan_as=None):
     v = np.asarray(values, dtype=float)
+    if nan_as is not None:
+        v = np.where(np.isnan(v), nan_as, v)
     return float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
 
 
 def norman_tables(runs):
+    """Summary over the predictable doubles. A constant predicted shift (no target of either
+    single: the model predicts the control mean) has no Pearson correlation; it counts as 0
+    in ``pearson_top`` / ``pearson_all`` and ``doubles shifted`` says how many were not."""
     rows, per_double = [], {}
     base = runs[0]["doubles"]
+
+    def summary(scores, name):
+        return {"pearson_top": _mean([scores[d]["pearson_top"] for d in scores], nan_as=0.0),
+                "rmse_top": _mean([scores[d]["rmse_top"] for d in scores]),
+                "pearson_all": _mean([scores[d]["pearson_all"] for d in scores], nan_as=0.0),
+                "doubles shifted": f"{sum(np.isfinite(scores[d]['pearson_top']) for d in scores)}/{len(scores)}"}
+
     for name in ("additive", "control"):
-        rows.append({"predictor": f"baseline: {name}",
-                     **{k: _mean([base[d][name][k] for d in base]) for k in ("pearson_top", "rmse_top", "pearson_all")},
+        rows.append({"predictor": f"baseline: {name}", **summary({d: base[d][name] for d in base}, name),
                      "singles fit (pearson_top)": np.nan})
         per_double[f"baseline: {name}"] = {d: base[d][name]["pearson_top"] for d in base}
     for r in runs:
         dd = r["doubles"]
-        rows.append({"predictor": r["model"],
-                     **{k: _mean([dd[d]["model"][k] for d in dd]) for k in ("pearson_top", "rmse_top", "pearson_all")},
-                     "singles fit (pearson_top)": _mean([v["pearson_top"] for v in r["singles_fit"].values()])})
+        rows.append({"predictor": r["model"], **summary({d: dd[d]["model"] for d in dd}, r["model"]),
+                     "singles fit (pearson_top)": _mean([v["pearson_top"] for v in r["singles_fit"].values()], nan_as=0.0)})
         per_double[r["model"]] = {d: dd[d]["model"]["pearson_top"] for d in dd}
     return pd.DataFrame(rows).set_index("predictor"), pd.DataFrame(per_double)
+
+
+def over_seeds(tables: list[pd.DataFrame], digits: int = 2) -> pd.DataFrame:
+    """Mean of per-seed tables (same index and columns); with several seeds, numeric cells
+    read 'mean +- sd'."""
+    if len(tables) == 1:
+        return tables[0].round(digits)
+    num = [t.select_dtypes("number") for t in tables]
+    stack = pd.concat(num, keys=range(len(num)))
+    mean, sd = stack.groupby(level=1, sort=False).mean(), stack.groupby(level=1, sort=False).std()
+    out = tables[0].copy().astype(object)
+    for c in mean.columns:
+        out[c] = [f"{m:.{digits}f} +- {v:.{digits}f}" if np.isfinite(m) else "nan"
+                  for m, v in zip(mean.loc[out.index, c], sd.loc[out.index, c])]
+    return out
 
 
 def mcfaline_table(runs):
@@ -398,10 +423,13 @@ def main(argv=None):
     ap.add_argument("--transfer-epochs", type=int, default=100)
     ap.add_argument("--n-samples", type=int, default=100, help="importance samples of the IWELBO")
     ap.add_argument("--predict-cells", type=int, default=2000)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0],
+                    help="seeds of the data splits and training; tables show mean +- sd")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="smoke run: few epochs and samples")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "real_data.json"))
+    ap.add_argument("--load", nargs="+", metavar="JSON",
+                    help="print the tables of earlier runs (result files of this script) instead of running")
     ap.add_argument("--_one", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.quick:
@@ -413,43 +441,56 @@ def main(argv=None):
         print("RESULT " + json.dumps(run_one(args, **spec)))
         return
 
-    screens = []
-    for s in args.screens:
-        screens += [f"papalexi/{sp}" for sp in args.split] if s == "papalexi" else [s]
-    runs = [dict(screen=s, model=m, seed=args.seed) for s in screens for m in args.models]
-    base = [sys.executable, os.path.abspath(__file__)] + list(argv if argv is not None else sys.argv[1:])
+    t0 = time.time()
+    if args.load:
+        results = []
+        for path in args.load:
+            with open(path) as fh:
+                results += json.load(fh)["runs"]
+        screens = list(dict.fromkeys(r["screen"] for r in results))
+    else:
+        screens = []
+        for sc in args.screens:
+            screens += [f"papalexi/{sp}" for sp in args.split] if sc == "papalexi" else [sc]
+        runs = [dict(screen=sc, model=m, seed=seed) for seed in args.seeds for sc in screens for m in args.models]
+        base = [sys.executable, os.path.abspath(__file__)] + list(argv if argv is not None else sys.argv[1:])
 
-    def launch(spec):
-        out = subprocess.run(base + ["--_one", json.dumps(spec)], capture_output=True, text=True)
-        line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
-        if not line:
-            raise RuntimeError(f"run {spec} failed:\n{out.stderr[-3000:]}")
-        res = json.loads(line[0][7:])
-        print(f"  {res['screen']:16s} {res['model']:9s} done in {res['seconds']:.0f} s", flush=True)
-        return res
+        def launch(spec):
+            out = subprocess.run(base + ["--_one", json.dumps(spec)], capture_output=True, text=True)
+            line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
+            if not line:
+                raise RuntimeError(f"run {spec} failed:\n{out.stderr[-3000:]}")
+            res = json.loads(line[0][7:])
+            print(f"  {res['screen']:16s} {res['model']:9s} seed {res['seed']} done in {res['seconds']:.0f} s", flush=True)
+            return res
 
-    t0, c0 = time.time(), time.process_time()
-    print(f"{len(runs)} runs, {args.jobs} in parallel; epochs papalexi {args.papalexi_epochs}, norman "
-          f"{args.norman_epochs}, mcfaline {args.mcfaline_epochs}, transfer {args.transfer_epochs}; "
-          f"n_latent {args.n_latent}; IWELBO with {args.n_samples} samples; seed {args.seed}", flush=True)
-    with ThreadPoolExecutor(args.jobs) as ex:
-        results = list(ex.map(launch, runs))
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as fh:
-        json.dump({"args": {k: v for k, v in vars(args).items() if k != "_one"}, "runs": results}, fh, indent=1)
+        print(f"{len(runs)} runs, {args.jobs} in parallel; epochs papalexi {args.papalexi_epochs}, norman "
+              f"{args.norman_epochs}, mcfaline {args.mcfaline_epochs}, transfer {args.transfer_epochs}; "
+              f"n_latent {args.n_latent}; IWELBO with {args.n_samples} samples; seeds {args.seeds}", flush=True)
+        with ThreadPoolExecutor(args.jobs) as ex:
+            results = list(ex.map(launch, runs))
+        os.makedirs(os.path.dirname(args.out), exist_ok=True)
+        with open(args.out, "w") as fh:
+            json.dump({"args": {k: v for k, v in vars(args).items() if k not in ("_one", "load")}, "runs": results},
+                      fh, indent=1)
+    seeds = sorted({r["seed"] for r in results})
+    print(f"seeds: {seeds} (tables: mean +- sd over seeds; targets, programs and per-group tables: seed {seeds[0]})")
 
     pd.set_option("display.width", 200)
     pd.set_option("display.max_columns", 20)
     pd.set_option("display.max_colwidth", 60)
     for s in screens:
-        rs = [r for r in results if r["screen"] == s]
+        by_seed = [[r for r in results if r["screen"] == s and r["seed"] == sd] for sd in seeds]
+        by_seed = [b for b in by_seed if b]
+        rs = by_seed[0]
         print(f"\n{'=' * 100}")
         if s.startswith("papalexi"):
-            main_t, gains, tg, prog = papalexi_tables(rs)
+            main_t = over_seeds([papalexi_tables(b)[0] for b in by_seed])
+            _, gains, tg, prog = papalexi_tables(rs)
             print(f"Papalexi 2021, held out ({s.split('/')[1]}): {', '.join(rs[0]['held_out'])}; "
                   f"{rs[0]['n_train_cells']} training cells, {rs[0]['n_eval_cells']} evaluation cells")
             print("\nIWELBO, nats per cell (higher is better); transfer N = N pool cells per new perturbation")
-            print(main_t.round(2).to_string())
+            print(main_t.to_string())
             if not gains.empty:
                 print("\nGain of the full transfer over the untransferred model, per held-out perturbation (nats per cell)")
                 print(gains.round(2).to_string())
@@ -460,12 +501,13 @@ def main(argv=None):
                 print("\nSVAEPlus gene programs: log2 fold change of decoded expression, z_j from -2 to +2")
                 print(program_table(prog).to_string())
         elif s == "norman":
-            summary, per_double = norman_tables(rs)
+            summary = over_seeds([norman_tables(b)[0] for b in by_seed], digits=3)
+            per_double = norman_tables(rs)[1]
             print("Norman 2019: trained on control + 18 singles; predicted vs observed shift of log1p "
                   "normalized mean expression for the doubles whose genes were measured alone")
-            print("(pearson_top / rmse_top: on the 20 genes the double changes most; mean over doubles; "
-                  "NaN = constant prediction)")
-            print(summary.round(3).to_string())
+            print("(pearson_top / rmse_top: on the 20 genes the double changes most; mean over doubles; a "
+                  "constant prediction, i.e. no shift, counts as Pearson 0; 'doubles shifted': how many were not)")
+            print(summary.to_string())
             print("\nPearson (top 20 genes) per double")
             print(per_double.round(3).to_string())
             sp = [r for r in rs if "double_targets" in r]
@@ -474,8 +516,8 @@ def main(argv=None):
         else:
             print(f"McFaline-Figueroa 2023: trained on {', '.join(rs[0]['train_lines'])}; evaluated on "
                   f"{rs[0]['n_eval_cells']} {rs[0]['target_line']} cells (IWELBO, nats per cell)")
-            print(mcfaline_table(rs).round(2).to_string())
-    print(f"\nwall time {time.time() - t0:.0f} s; results in {args.out}")
+            print(over_seeds([mcfaline_table(b) for b in by_seed]).to_string())
+    print(f"\nwall time {time.time() - t0:.0f} s" + ("" if args.load else f"; results in {args.out}"))
 
 
 if __name__ == "__main__":
