@@ -1,0 +1,381 @@
+"""Shared pieces of the performance benchmarks (throughput.py, scaling.py, replogle_gpu.py).
+
+Every measurement runs in its own process (:func:`run_worker`), so that peak memory is that
+of one model's training and nothing else, and no run inherits another's caches.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+RESULT_TAG = "RESULT "
+
+# The data folder next to the repository (as in CI) unless SVAE_LITE_DATA names another.
+if "SVAE_LITE_DATA" not in os.environ and (ROOT.parent / "shared" / "data").is_dir():
+    os.environ["SVAE_LITE_DATA"] = str(ROOT.parent / "shared" / "data")
+
+
+# ---------------------------------------------------------------------------- environment
+def quiet():
+    """Silence Lightning's and scvi-tools' per-run chatter (GPU available..., tips)."""
+    warnings.filterwarnings("ignore")
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "scvi", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def machine() -> str:
+    """One line: CPU model, cores, memory, load average, GPU, torch and scvi-tools versions."""
+    import torch
+    import scvi
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    mem = ""
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(next(line.split()[1] for line in f if line.startswith("MemTotal")))
+        mem = f", {kb / 2**20:.0f} GiB RAM"
+    except (OSError, StopIteration, ValueError):
+        pass
+    load = ""
+    if hasattr(os, "getloadavg"):
+        load = ", load average %.1f" % os.getloadavg()[0]
+    gpu = "no GPU"
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        gpu = f"GPU {p.name} ({p.total_memory / 2**30:.0f} GiB)"
+    return (f"{cpu}, {os.cpu_count()} cores{mem}{load}; {gpu}; python {platform.python_version()}, "
+            f"torch {torch.__version__}, scvi-tools {scvi.__version__}")
+
+
+# ---------------------------------------------------------------------------- memory
+def rss_mb() -> float:
+    """Resident set size of this process now, MiB."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:  # not Linux: the high-water mark is the best we have
+        return peak_rss_mb()
+
+
+def peak_rss_mb() -> float:
+    """Highest resident set size this process has had, MiB (ru_maxrss)."""
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / 2**20 if sys.platform == "darwin" else r / 2**10
+
+
+class RssSampler:
+    """Samples this process's RSS every ``interval`` seconds in a thread: the peak while the
+    ``with`` block ran (ru_maxrss would include everything before it, e.g. data loading)."""
+
+    def __init__(self, interval: float = 0.02):
+        self.interval, self.peak, self._stop = interval, 0.0, threading.Event()
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_mb())
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self.start = rss_mb()
+        self.peak = self.start
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_mb())
+
+
+# ---------------------------------------------------------------------------- timing
+def epoch_timer():
+    """A Lightning callback recording wall and process-CPU seconds of every training epoch
+    (the CUDA queue is drained at both ends, so GPU epochs are timed completely)."""
+    import torch
+    from lightning.pytorch.callbacks import Callback
+
+    def sync():
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+
+    class EpochTimer(Callback):
+        def __init__(self):
+            self.wall, self.cpu, self.steps = [], [], []
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            sync()
+            self._t = (time.perf_counter(), time.process_time(), trainer.global_step)
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            sync()
+            self.wall.append(time.perf_counter() - self._t[0])
+            self.cpu.append(time.process_time() - self._t[1])
+            self.steps.append(trainer.global_step - self._t[2])
+
+    return EpochTimer()
+
+
+def summarise_epochs(timer, skip: int = 1) -> dict:
+    """Median seconds per epoch (wall and CPU) over the epochs after the first ``skip`` ones
+    (the first includes one-off set-up such as preloading the data)."""
+    import numpy as np
+
+    wall, cpu, steps = (np.asarray(x, dtype=float) for x in (timer.wall, timer.cpu, timer.steps))
+    keep = slice(skip, None) if len(wall) > skip else slice(None)
+    s = float(np.median(wall[keep]))
+    return {"s_per_epoch": s, "epochs_per_s": 1.0 / s, "cpu_s_per_epoch": float(np.median(cpu[keep])),
+            "ms_per_step": 1000 * s / max(1.0, float(np.median(steps[keep]))),
+            "first_epoch_s": float(wall[0]), "epochs_timed": int(len(wall[keep]))}
+
+
+# ---------------------------------------------------------------------------- data
+def data_dir() -> Path:
+    """SVAE_LITE_DATA, else ../shared/data beside the repository."""
+    return Path(os.environ.get("SVAE_LITE_DATA", ROOT.parent / "shared" / "data"))
+
+
+def load_papalexi():
+    """Papalexi 2021 THP-1 (20,729 cells x 299 genes): through ``svae_lite.datasets`` when the
+    package has it, else the converted file read with anndata."""
+    try:
+        from svae_lite import datasets
+
+        return datasets.papalexi2021()
+    except (ImportError, AttributeError):
+        import anndata
+
+        path = data_dir() / "papalexi2021_thp1.h5ad"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} not found: set SVAE_LITE_DATA to the folder holding papalexi2021_thp1.h5ad.")
+        return anndata.read_h5ad(path)
+
+
+def simulated(n_cells: int, n_genes: int, n_perturbations: int, n_latent: int = 15, seed: int = 0):
+    """A simulated screen of about ``n_cells`` cells (equal groups, control included)."""
+    import svae_lite as sl
+
+    per = max(2, int(math.ceil(n_cells / (n_perturbations + 1))))
+    return sl.simulate(n_latent=n_latent, n_perturbations=n_perturbations, n_cells_per_perturbation=per,
+                       n_genes=n_genes, n_heldout=0, n_targets=(1, min(3, n_latent)), seed=seed)
+
+
+def load_data(spec: dict):
+    if spec["dataset"] == "papalexi":
+        return load_papalexi()
+    return simulated(spec["n_cells"], spec["n_genes"], spec["n_perturbations"],
+                     spec.get("data_latent", 15), spec.get("seed", 0))
+
+
+# ---------------------------------------------------------------------------- models
+MODELS = ("SVAEPlus", "SVAEPlus-baseline", "SCVI")
+MODEL_HELP = ("SVAEPlus: svae_lite as shipped (in-memory minibatches, fused Adam, epoch-level "
+              "logging). SVAEPlus-baseline: the same module trained the scvi-tools way "
+              "(AnnDataLoader, per-step metric logging, for-loop Adam), i.e. svae_lite before "
+              "these optimisations. SCVI: scvi.model.SCVI with the same sizes, NB likelihood.")
+
+
+def _baseline_plan():
+    import torch
+    from scvi.train import TrainingPlan
+    from svae_lite import models as M
+
+    class BaselinePlan(M._PlanWithPriorLR):
+        """scvi-tools' per-step logging and the for-loop Adam: the pre-optimisation path."""
+
+        def configure_optimizers(self):
+            opt = super().configure_optimizers()["optimizer"]
+            return {"optimizer": torch.optim.Adam(opt.param_groups, eps=self.eps, foreach=False)}
+
+        def training_step(self, batch, batch_idx):
+            return TrainingPlan.training_step(self, batch, batch_idx)
+
+        def on_train_epoch_end(self):
+            pass
+
+    return BaselinePlan
+
+
+def build_and_train(spec: dict, adata, callbacks: list | None = None) -> dict:
+    """Train ``spec['model']`` on ``adata`` for ``spec['epochs']`` epochs; returns timings and
+    memory. ``spec``: model, epochs, batch_size, n_hidden, n_layers, n_latent, accelerator,
+    dense_fraction (sVAE+), profile (bool)."""
+    import torch
+
+    name = spec["model"]
+    common = dict(n_hidden=spec["n_hidden"], n_layers=spec["n_layers"], n_latent=spec["n_latent"],
+                  dropout_rate=0.1)
+    train_kw = dict(max_epochs=spec["epochs"], batch_size=spec["batch_size"],
+                    accelerator=spec["accelerator"], devices=1, enable_progress_bar=False,
+                    train_size=1.0, plan_kwargs={"n_epochs_kl_warmup": 1})
+    if name.startswith("SVAEPlus"):
+        import svae_lite as sl
+
+        key = "perturbation"
+        sl.SVAEPlus.setup_anndata(adata, perturbation_key=key, control="control")
+        model = sl.SVAEPlus(adata, **common)
+        train_kw["dense_fraction"] = spec.get("dense_fraction", 0.0)
+        if name == "SVAEPlus-baseline":
+            model._training_plan_cls = _baseline_plan()
+            train_kw["datasplitter_kwargs"] = {"in_memory": False}
+    elif name == "SCVI":
+        import scvi
+
+        scvi.model.SCVI.setup_anndata(adata)
+        model = scvi.model.SCVI(adata, gene_likelihood="nb", **common)
+    else:
+        raise ValueError(f"model {name!r}: choose one of {MODELS}.")
+    n_params = sum(p.numel() for p in model.module.parameters())
+    timer = epoch_timer()
+    train_kw["callbacks"] = [timer] + list(callbacks or [])
+    profiler = None
+    if spec.get("profile"):
+        from lightning.pytorch.profilers import SimpleProfiler
+
+        profiler = SimpleProfiler()
+        train_kw["profiler"] = profiler
+    cuda = torch.cuda.is_available() and spec["accelerator"] in ("gpu", "cuda", "auto")
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    with RssSampler() as rss:
+        model.train(**train_kw)
+    total = time.perf_counter() - t0
+    out = {"model": name, "n_cells": int(adata.n_obs), "n_genes": int(adata.n_vars), "n_params": int(n_params),
+           "train_s": total, "rss_before_mb": rss.start, "rss_peak_mb": rss.peak,
+           "rss_increase_mb": rss.peak - rss.start, "device": str(model.device)}
+    out.update(summarise_epochs(timer))
+    if cuda:
+        out["gpu_peak_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        out["gpu_peak_reserved_mb"] = torch.cuda.max_memory_reserved() / 2**20
+    if profiler is not None:
+        out["phases_ms_per_step"] = phase_breakdown(profiler)
+    if spec.get("time_inference"):
+        out.update(time_inference(model, adata, cuda))
+    if spec.get("time_align") and name.startswith("SVAEPlus"):
+        t0 = time.perf_counter()
+        model._align(seed=0)  # the one-off alignment step of a default (dense-first) fit
+        out["align_s"] = time.perf_counter() - t0
+    prior = getattr(model.module, "prior", None)
+    if prior is not None and hasattr(prior, "mask_logit"):
+        out["n_mask_params"] = int(prior.mask_logit.numel())
+    return out
+
+
+def time_inference(model, adata, cuda: bool, n_ll_cells: int = 2000, n_samples: int = 100) -> dict:
+    """Seconds for get_latent_representation on all cells and get_marginal_ll (``n_samples``
+    importance samples) on ``n_ll_cells`` cells, and the device they ran on."""
+    import torch
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    out = {"inference_device": str(model.device)}
+    sync()
+    t0 = time.perf_counter()
+    z = model.get_latent_representation()
+    sync()
+    out["latent_s"] = time.perf_counter() - t0
+    out["latent_shape"] = list(z.shape)
+    if type(model).__module__.startswith("svae_lite"):
+        sub = adata[:n_ll_cells].copy()
+        t0 = time.perf_counter()
+        ll = model.get_marginal_ll(sub, n_samples=n_samples)
+        sync()
+        out["marginal_ll_s"] = time.perf_counter() - t0
+        out["marginal_ll_cells"] = int(sub.n_obs)
+        out["marginal_ll_mean"] = float(ll.mean())
+    return out
+
+
+def phase_breakdown(profiler) -> dict:
+    """Milliseconds per step in each phase of a training step, from Lightning's SimpleProfiler:
+    data (next minibatch + transfer), forward (training_step: forward, loss, logging),
+    backward, optimizer (Adam's update), other (the rest of the loop: hooks, zero_grad...)."""
+    import numpy as np
+
+    rec = profiler.recorded_durations
+
+    def total(suffix):
+        return sum(float(np.sum(v)) for k, v in rec.items() if k.endswith(suffix))
+
+    n = max(1, sum(len(v) for k, v in rec.items() if k.endswith("run_training_batch")))
+    batch = total("run_training_batch")
+    opt_all = total(".optimizer_step")
+    fwd = sum(float(np.sum(v)) for k, v in rec.items() if k.endswith(".training_step") and "Strategy" in k)
+    bwd = sum(float(np.sum(v)) for k, v in rec.items() if k.endswith(".backward") and "Strategy" in k)
+    data = total("train_dataloader_next") + sum(float(np.sum(v)) for k, v in rec.items()
+                                                  if "batch_to_device" in k or "transfer_batch_to_device" in k)
+    adam = max(0.0, opt_all - fwd - bwd)
+    return {"data": 1000 * data / n, "forward": 1000 * fwd / n, "backward": 1000 * bwd / n,
+            "optimizer": 1000 * adam / n, "other": 1000 * max(0.0, batch - opt_all) / n,
+            "step_total": 1000 * (batch + total("train_dataloader_next")) / n}
+
+
+# ---------------------------------------------------------------------------- processes
+def worker_main(spec: dict):
+    """Entry point of a measurement process: prints ``RESULT {json}``."""
+    quiet()
+    import torch
+
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
+    t0 = time.perf_counter()
+    adata = load_data(spec)
+    load_s = time.perf_counter() - t0
+    out = build_and_train(spec, adata)
+    out.update(dataset=spec["dataset"], load_s=load_s, threads=torch.get_num_threads())
+    if "n_perturbations" in spec:
+        out["n_perturbations"] = spec["n_perturbations"]
+    print(RESULT_TAG + json.dumps(out), flush=True)
+
+
+def run_worker(script: str, spec: dict, timeout: float | None = None) -> dict:
+    """Run ``python script --worker SPEC`` in a fresh process and return its result."""
+    cmd = [sys.executable, script, "--worker", json.dumps(spec)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=str(ROOT))
+    for line in proc.stdout.splitlines()[::-1]:
+        if line.startswith(RESULT_TAG):
+            return json.loads(line[len(RESULT_TAG):])
+    tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-25:])
+    raise RuntimeError(f"benchmark worker failed ({spec.get('model')} on {spec.get('dataset')}):\n{tail}")
+
+
+def default_accelerator() -> str:
+    import torch
+
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def fmt_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    """Plain-text table: columns are (key, header, format)."""
+    cells = [[h for _, h, _ in columns]]
+    for r in rows:
+        cells.append([("-" if r.get(k) is None else format(r[k], f)) for k, _, f in columns])
+    widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
+    lines = ["  ".join(c[i].rjust(widths[i]) if i else c[i].ljust(widths[i]) for i in range(len(c)))
+             for c in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
