@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 COLUMNS = [("dataset", "data", "s"), ("shape", "cells x genes", "s"), ("model", "model", "s"),
+           ("n_params", "params", "d"),
            ("s_per_epoch", "s/epoch", ".2f"), ("epochs_per_s", "epochs/s", ".3f"),
            ("cpu_s_per_epoch", "CPU s/epoch", ".2f"), ("ms_per_step", "ms/step", ".1f"),
            ("first_epoch_s", "1st epoch s", ".2f"), ("rss_peak_mb", "peak RSS MB", ".0f"),
@@ -88,7 +89,8 @@ def spec_for(a, dataset: str, model: str) -> dict:
 
 
 def median_result(runs: list[dict]) -> dict:
-    """The run with the median seconds per epoch, with the peak memory over all runs."""
+    """The run with the median seconds per epoch (the faster of two), with the peak memory
+    over all runs."""
     runs = sorted(runs, key=lambda r: r["s_per_epoch"])
     r = dict(runs[(len(runs) - 1) // 2])
     r["rss_peak_mb"] = max(x["rss_peak_mb"] for x in runs)

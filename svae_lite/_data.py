@@ -123,6 +123,10 @@ class TensorDataSplitter(DataSplitter):
         return torch.device("cpu")
 
     def _fits(self, device: torch.device) -> bool:
+        X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        if not (isinstance(X, np.ndarray) or sp.issparse(X)):
+            logger.info("Counts stored as %s (e.g. backed): using AnnDataLoader.", type(X).__name__)
+            return False
         n, g = self.adata_manager.adata.shape
         nbytes = 4 * n * g
         if device.type == "cuda":
