@@ -631,15 +631,18 @@ class iVAE(ShiftModel):  # noqa: N801  (the name of the method)
 
 class SVAE(ShiftModel):
     """Sparse VAE: shifts gated by learned masks with an expected-L0 penalty
-    (``sparsity`` nats per active entry), mask KL integrated exactly."""
+    (``sparsity`` = 0.5 nats per active entry and per cell of the perturbation), the KL
+    integrated exactly over the Bernoulli masks."""
 
     _prior = "sparse"
-    _defaults = {"penalty": "l0", "sparsity": 1.0, "estimator": "exact"}
+    _defaults = {"penalty": "l0", "sparsity": 0.5, "estimator": "exact", "penalty_scale": "cells"}
 
 
 class SVAEPlus(ShiftModel):
-    """sVAE+: masks with a Beta(1, ``sparsity``)-Bernoulli prior, fitted with a
-    straight-through Gumbel-sigmoid (relaxed Bernoulli) estimator."""
+    """sVAE+: masks with a Beta(1, ``sparsity`` = 10)-Bernoulli prior (integrated out per
+    latent, tempered by the cells per perturbation), fitted with a straight-through
+    Gumbel-sigmoid (relaxed Bernoulli) estimator."""
 
     _prior = "sparse"
-    _defaults = {"penalty": "beta_bernoulli", "sparsity": 10.0, "estimator": "gumbel"}
+    _defaults = {"penalty": "beta_bernoulli", "sparsity": 10.0, "estimator": "gumbel",
+                 "penalty_scale": "cells"}
