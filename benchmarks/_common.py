@@ -191,7 +191,7 @@ def load_data(spec: dict):
 MODELS = ("SVAEPlus", "SVAEPlus-baseline", "SCVI")
 MODEL_HELP = ("SVAEPlus: svae_lite as shipped (in-memory minibatches, fused Adam, epoch-level "
               "logging). SVAEPlus-baseline: the same module trained the scvi-tools way "
-              "(AnnDataLoader, per-step metric logging, for-loop Adam), i.e. svae_lite before "
+              "(AnnDataLoader, per-step metric logging, torch's default Adam), i.e. svae_lite before "
               "these optimisations. SCVI: scvi.model.SCVI with the same sizes, NB likelihood.")
 
 
@@ -205,7 +205,10 @@ def _baseline_plan():
 
         def configure_optimizers(self):
             opt = super().configure_optimizers()["optimizer"]
-            return {"optimizer": torch.optim.Adam(opt.param_groups, eps=self.eps, foreach=False)}
+            # torch's default Adam (for-loop on a CPU, foreach on a GPU), as before; the groups
+            # must lose the fused flag, which a new optimizer would otherwise inherit
+            groups = [{k: v for k, v in g.items() if k not in ("fused", "foreach")} for g in opt.param_groups]
+            return {"optimizer": torch.optim.Adam(groups, eps=self.eps)}
 
         def training_step(self, batch, batch_idx):
             return TrainingPlan.training_step(self, batch, batch_idx)
