@@ -59,22 +59,22 @@ T0 = H.setup()
 # Parameters (papermill: -p NAME VALUE). CI-scale defaults; SVAE_LITE_FULL=1 or the
 # values in the text below reproduce the full-scale results (a GPU helps).
 FULL = H.full_scale()
-# the simulation (as in chapter 2)
-n_latent = 15 if FULL else 8
-n_perturbations = 100 if FULL else 40
-n_heldout = 20 if FULL else 8
-n_cells_per_perturbation = 500 if FULL else 150
-n_genes = 100 if FULL else 80
+# the simulation (full scale: d = 8 latents, 64 training perturbations)
+n_latent = 8
+n_perturbations = 72 if FULL else 40
+n_heldout = 8
+n_cells_per_perturbation = 125 if FULL else 150
+n_genes = 80
 sim_seed = 0
-# training
+# training (full scale: the models' default, 400 epochs for data this size)
 models = ["VAE", "BetaVAE", "iVAE", "SVAE", "SVAEPlus"]
-seeds = [0, 1, 2, 3, 4] if FULL else [0, 1]
+seeds = [0, 1, 2] if FULL else [0, 1]
 max_epochs = 400 if FULL else 60
 # the sweeps over sparsity and number of perturbations (iVAE vs sVAE+, first seed only)
 run_sweeps = True
 sweep_models = ["iVAE", "SVAEPlus"]
 sweep_targets = [[1, 1], [3, 5]]          # (low, high) targets per perturbation
-sweep_n_train = [8, 16]                   # training perturbations kept
+sweep_n_train = [16, 32] if FULL else [8, 16]   # training perturbations kept
 
 # %%
 # Validate the parameters first: a bad value fails here with a message naming it.
@@ -106,14 +106,18 @@ import svae_lite as sl
 from svae_lite import plotting
 
 # %% [markdown]
-# Full scale: `SVAE_LITE_FULL=1` (the simulator's defaults: $d = 15$, 100 perturbations of
-# which 20 held out, 500 cells each, 100 genes; 5 seeds; 400 epochs), or any single value,
-# e.g.
+# Full scale: `SVAE_LITE_FULL=1` ($d = 8$, 64 training perturbations of 125 cells each,
+# 80 genes; 3 seeds; 400 epochs, which is what `model.train()` chooses for data this size;
+# about 3 minutes per model and seed on one CPU core), or any single value, e.g.
 #
 # ```bash
 # jupytext --to ipynb --output - book/03_identifiability.py | \
-#     papermill - out.ipynb -p max_epochs 400 -p seeds "[0, 1, 2, 3, 4]"
+#     papermill - out.ipynb -p max_epochs 400 -p n_perturbations 72 -p n_cells_per_perturbation 125
 # ```
+#
+# At CI scale (32 training perturbations, 60 epochs) the page is a smoke test: the runs
+# are far too short for the sparse models to pull ahead reliably. The full-scale numbers
+# are quoted in the last section.
 #
 # ## The data
 #
@@ -230,7 +234,9 @@ for name in [m for m in ("VAE", "SVAEPlus") if m in models]:
 # ## When does it work? Sparsity and the number of perturbations
 #
 # Chapter 1's argument needs sparse shifts and enough perturbations to pin every axis.
-# Two sweeps with iVAE and sVAE+ (first seed, same epochs), each changing one thing:
+# Two sweeps with iVAE and sVAE+ (first seed, same epochs), each changing one thing
+# (at full scale, the main run has 64 training perturbations and the sweep keeps 16 or 32
+# of them; the last section explains what happens below about 16 per latent):
 #
 # - **targets per perturbation**: 1 target each (sparsest), the default 1 to 3, and 3 to 5
 #   (dense for $d$ this small);
@@ -337,6 +343,59 @@ print(f"chapter ran in {H.elapsed(T0)}")
 #   less distinct from the others.
 # - Target recovery is harder than latent recovery: a mask entry is only right if the
 #   latent it refers to is matched to the right true latent first.
+#
+# ## The full-scale result, and where it breaks
+#
+# `python benchmarks/identifiability.py` reruns the full-scale comparison from scratch
+# (default training settings, 400 epochs, 3 seeds, one CPU core per run, about 3 minutes
+# each). With $d = 8$ and **64 training perturbations** (each latent is targeted by about
+# 16 of them):
+#
+# | model | MCC | target F1 | target AUROC |
+# |---|---|---|---|
+# | VAE | 0.627 ± 0.018 | - | - |
+# | $\beta$-VAE ($\beta = 4$) | 0.510 ± 0.044 | - | - |
+# | iVAE | 0.600 ± 0.015 | - | - |
+# | sVAE (L0) | 0.925 ± 0.015 | 0.974 ± 0.036 | 0.996 |
+# | sVAE+ (Beta-Bernoulli) | 0.918 ± 0.016 | 0.968 ± 0.027 | 0.996 |
+#
+# The paper's claim holds here: the sparse models recover the latents and the targets,
+# the others do not. Halve the number of perturbations (`--setting calibration`: 32
+# training perturbations of 250 cells, the same number of cells, about 8 perturbations per
+# latent) and it holds only partly: sVAE+ reaches MCC 0.785 ± 0.056 and target F1
+# 0.82 ± 0.11 (VAE 0.57, iVAE 0.59), with one seed of three at 0.85 and two at 0.75. Why is
+# instructive, because the benchmark records what happens at each step of training (with
+# diagnostics that use the truth, so they explain a run but could never be part of it):
+#
+# 1. At the end of the dense warm-up, the iVAE-like latents are close to a rotation of the
+#    truth in *both* settings: rotated optimally onto the true latents they reach an MCC of
+#    0.90 with 32 perturbations and 0.91 with 64.
+# 2. The alignment step has to find that rotation without the truth, as the one that makes
+#    the learned shifts sparsest. With 64 perturbations it does (MCC 0.90 right after
+#    it). With 32 it often picks a different rotation (MCC 0.77 ± 0.05): the learned shifts
+#    are not exactly sparse even in the right coordinates. A perturbation that moves two
+#    latents by 5 standard deviations shows up in the learned space as shifts of about 2.5
+#    on its targets *and* 0.5 to 1.5 on other latents, because the latent space is still
+#    slightly nonlinear in the truth. With few rows, some wrong rotation of that matrix is
+#    sparser than the right one; with many rows the right rotation wins.
+# 3. Given the best rotation instead (the benchmark's `SVAEPlus/oracle-alignment`
+#    variant), the *same* sparse phase reaches MCC 0.91 and target F1 0.97 with 32
+#    perturbations: the sparse phase straightens the latent space once its axes are right.
+#    It cannot rotate them: started from a wrong rotation, it locks in masks that fit it.
+# 4. The ELBO does not rescue this. The oracle-aligned and the self-aligned models have
+#    nearly the same ELBO (differences of 0.00 to 0.24 nats per cell, in either
+#    direction), so restarts selected by ELBO cannot find the truth here. At this size the
+#    data barely prefer the true latents; the training path decides.
+#
+# In short: sparse mechanism shift modelling identifies the latents when every latent is
+# moved by enough perturbations (here about 16), the targets are sparse, and training is
+# long enough for the dense phase to become nearly linear in the truth. With fewer
+# perturbations per latent, or with dense targets (the sweep above), the sparse models
+# still beat the VAEs but stop short of recovering the truth. At the simulator's own
+# defaults ($d = 15$, 80 training perturbations of 500 cells, about 11 per latent; one
+# seed, default training of 198 epochs) sVAE+ reached MCC 0.76 and target F1 0.81 against
+# the VAE's 0.47; there the alignment was close to its ceiling and the dense phase itself
+# was the limit (0.80 with the best rotation).
 #
 # ## Exercises
 #
