@@ -381,12 +381,19 @@ class ShiftModel(UnsupervisedTrainingMixin, BaseModelClass):
         return result
 
     @torch.no_grad()
-    def _align(self, seed: int = 0):
-        """The alignment step (see :meth:`train`): rotate, initialise masks, enable them."""
+    def _align(self, seed: int = 0, rotation: np.ndarray | None = None):
+        """The alignment step (see :meth:`train`): rotate, initialise masks, enable them.
+
+        ``rotation`` (d, d), orthogonal, replaces the sparsest rotation (diagnostics only,
+        e.g. the best rotation onto known true latents in benchmarks/identifiability.py).
+        """
         prior = self.module.prior
-        rows = prior.is_perturbed.squeeze(1).bool()
-        S = prior.shift[rows].detach().cpu().numpy()
-        R, obj = sparsest_rotation(S, seed=seed)
+        if rotation is None:
+            rows = prior.is_perturbed.squeeze(1).bool()
+            S = prior.shift[rows].detach().cpu().numpy()
+            R, obj = sparsest_rotation(S, seed=seed)
+        else:
+            R, obj = np.asarray(rotation, dtype=np.float64), float("nan")
         self.module.rotate_latents_(torch.as_tensor(R, dtype=torch.float32))
         prior.init_mask_from_shifts()
         prior.dense.fill_(False)
