@@ -18,6 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ._validation import check_positive_float
+
 __all__ = ["StandardNormal", "DenseShift", "SparseShift", "gaussian_kl"]
 
 
@@ -137,14 +139,20 @@ class SparseShift(DenseShift):
         (a tempered prior, weight = cells per perturbation; the entropy of q(m) keeps weight
         1), so a mask entry must improve each cell's fit by about the per-entry penalty (in
         nats) to stay on; the sparsity strength then does not fade as screens grow.
+    penalty_weight
+        Multiplies -log p(m) (after ``penalty_scale``): a tempered prior. With
+        ``penalty_scale="cells"`` an active entry then costs about ``penalty_weight`` times
+        its prior code length (nats) per cell; for ``"l0"`` this is the same as scaling
+        ``sparsity``.
     """
 
     sparse = True
 
     def __init__(self, n_labels, n_latent, control_index, learn_scale=True, penalty="beta_bernoulli",
                  sparsity: float = 1.0, estimator: str = "gumbel", temperature: float = 0.5,
-                 init_logit: float = 3.0, penalty_scale: str = "dataset"):
+                 init_logit: float = 3.0, penalty_scale: str = "dataset", penalty_weight: float = 1.0):
         super().__init__(n_labels, n_latent, control_index, learn_scale)
+        self.penalty_weight = check_positive_float(penalty_weight, "penalty_weight")
         if penalty_scale not in ("dataset", "cells"):
             raise ValueError(f"penalty_scale={penalty_scale!r}: choose 'dataset' or 'cells'.")
         self.penalty_scale = penalty_scale
@@ -193,6 +201,7 @@ class SparseShift(DenseShift):
         prior; 1 = the ELBO)."""
         if bool(self.dense):
             return torch.zeros((), device=self.mask_logit.device)
+        prior_weight = prior_weight * self.penalty_weight
         rows = self.is_perturbed.squeeze(1).bool()
         logit = self.mask_logit[rows]
         p = torch.sigmoid(logit)

@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import svae_lite as sl
 
@@ -33,6 +34,30 @@ def test_sparse_model_masks_and_alignment(small_train):
     assert np.allclose(R @ R.T, np.eye(4), atol=1e-6)
     t = m.get_intervention_targets().to_numpy()
     assert t.min() < 0.5 < t.max()  # masks are not all equal after the alignment
+
+
+@pytest.mark.parametrize("kind", ["l0", "beta_bernoulli"])
+def test_penalty_weight_scales_only_the_mask_prior(kind):
+    from svae_lite.priors import SparseShift
+
+    def penalty(weight, prior_weight):
+        torch.manual_seed(0)
+        p = SparseShift(5, 3, 0, penalty=kind, sparsity=2.0, estimator="exact", penalty_weight=weight)
+        with torch.no_grad():
+            p.mask_logit.normal_()
+        return float(p.penalty(prior_weight=prior_weight))
+
+    # penalty = (entropy term) + w * (prior term): linear in the weight, and the weight
+    # multiplies the tempering weight
+    p1, p2, p3 = penalty(1.0, 7.0), penalty(2.0, 7.0), penalty(3.0, 7.0)
+    assert p2 - p1 == pytest.approx(p3 - p2, rel=1e-5) and p2 != pytest.approx(p1)
+    assert penalty(2.0, 3.5) == pytest.approx(penalty(1.0, 7.0), rel=1e-5)
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="penalty_weight"):
+            SparseShift(5, 3, 0, penalty_weight=bad)
+    for bad in (True, "1"):
+        with pytest.raises(TypeError, match="penalty_weight"):
+            SparseShift(5, 3, 0, penalty_weight=bad)
 
 
 def test_save_load_round_trip(tmp_path, small_train):
