@@ -197,8 +197,8 @@ class SparseShift(DenseShift):
         return (p * kl_on + (1 - p) * kl_off).sum(-1)
 
     def penalty(self, prior_weight=1.0):
-        """KL(q(m) || p(m)) in nats, with -log p(m) weighted by ``prior_weight`` (a tempered
-        prior; 1 = the ELBO)."""
+        """KL(q(m) || p(m)) in nats, with -log p(m) weighted by ``prior_weight`` times
+        ``penalty_weight`` (a tempered prior; a product of 1 = the ELBO)."""
         if bool(self.dense):
             return torch.zeros((), device=self.mask_logit.device)
         prior_weight = prior_weight * self.penalty_weight
