@@ -19,14 +19,23 @@ Settings (any value can be overridden with its flag):
 - ``defaults``: ``svae_lite.simulate``'s defaults, d=15, 80 training perturbations x 500 cells,
   100 genes (about 11 per latent).
 
-Diagnostics of the sparse models (they use the ground truth, so they explain a run but are
-never used by it): ``dense_procrustes_mcc`` is the MCC of the latents at the end of the dense
+Diagnostics (they explain a run but are never used by it): ``collapsed_latents`` counts
+learned latents whose posterior mean is constant across cells (sd < 0.1: the latent
+collapsed onto the prior and carries nothing), ``min_matched_corr`` is the worst true
+latent's matched correlation. For the sparse models (these use the ground truth),
+``dense_procrustes_mcc`` is the MCC of the latents at the end of the dense
 warm-up after the best orthogonal rotation onto the truth (the ceiling of the alignment
 step), ``aligned_mcc`` the MCC right after the alignment step. The variant
 ``SVAEPlus/oracle-alignment`` replaces the alignment rotation by that best rotation: an
 upper bound that shows how much of the gap the alignment step causes.
+``SVAEPlus/oracle-masks`` trains the same networks with the TRUE masks, fixed from the
+start (no warm-up, no alignment): what the networks can reach when the masks are known.
 ``SVAEPlus/penalty-weight-1`` is sVAE+ with the mask prior at full tempered weight
-(``penalty_weight=1``; the default is 0.3).
+(``penalty_weight=1``; the default is 0.3). ``*/dropout-no-free-bits`` are the sparse
+models with the networks' previous settings (encoder dropout 0.1, plain ELBO; the defaults
+are now dropout 0 and ``kl_free_bits=0.25``), ``SVAEPlus/dropout`` and
+``SVAEPlus/no-free-bits`` change one of the two, and ``VAE/no-dropout-free-bits`` and
+``iVAE/no-dropout-free-bits`` give the dense models the sparse models' network settings.
 
 Each run is a separate process with one torch thread (``--jobs`` in parallel). Prints a table
 of mean +- sd over seeds and writes every run to ``benchmarks/results/identifiability_<setting>.csv``.
@@ -55,6 +64,15 @@ VARIANTS = {
     "SVAEPlus/exact": ("SVAEPlus", {"estimator": "exact"}, {}),
     "SVAEPlus/oracle-alignment": ("SVAEPlus", {}, {}),
     "SVAEPlus/penalty-weight-1": ("SVAEPlus", {"penalty_weight": 1.0}, {}),
+    "SVAEPlus/oracle-masks": ("SVAEPlus", {}, {"dense_fraction": 0.0}),
+    # the networks' settings before free bits and dropout 0 became the sparse presets' defaults
+    "SVAEPlus/dropout-no-free-bits": ("SVAEPlus", {"dropout_rate": 0.1, "kl_free_bits": 0.0}, {}),
+    "SVAEPlus/dropout": ("SVAEPlus", {"dropout_rate": 0.1}, {}),
+    "SVAEPlus/no-free-bits": ("SVAEPlus", {"kl_free_bits": 0.0}, {}),
+    "SVAE/dropout-no-free-bits": ("SVAE", {"dropout_rate": 0.1, "kl_free_bits": 0.0}, {}),
+    # the dense models with the sparse models' network settings
+    "VAE/no-dropout-free-bits": ("VAE", {"dropout_rate": 0.0, "kl_free_bits": 0.25}, {}),
+    "iVAE/no-dropout-free-bits": ("iVAE", {"dropout_rate": 0.0, "kl_free_bits": 0.25}, {}),
 }
 
 
@@ -95,7 +113,15 @@ def run_one(args, label, model, model_kw, train_kw, seed) -> dict:
     m = cls(train, n_latent=args.n_latent, seed=seed, **model_kw)
     sparse = model in ("SVAE", "SVAEPlus")
     diag = {}
-    if sparse:
+    if label.endswith("oracle-masks"):  # diagnostic only: the true masks, fixed, from the start
+        prior = m.module.prior
+        truth = train.uns["true_targets"]
+        with torch.no_grad():
+            for i, name in enumerate(m.perturbations_):
+                if name in truth.index:
+                    prior.mask_logit[i] = torch.as_tensor(np.where(truth.loc[name].to_numpy(), 20.0, -20.0))
+        prior.mask_logit.requires_grad_(False)
+    elif sparse:
         X = torch.as_tensor(np.asarray(train.X), dtype=torch.float32)
         align = m._align
 
@@ -113,15 +139,19 @@ def run_one(args, label, model, model_kw, train_kw, seed) -> dict:
     seconds = time.time() - t0
     rec = sl.metrics.target_recovery(train, m)
     elbo = float(np.asarray(m.history["elbo_train"]).ravel()[-1])
+    z_fit = m.get_latent_representation()
+    rows, cols, corr = sl.metrics.match_latents(z_true, z_fit)
     nan = float("nan")
     return {"model": label, "seed": seed, "mcc": rec["mcc"],
-            "mcc_spearman": sl.metrics.mcc(z_true, m.get_latent_representation(), "spearman"),
+            "mcc_spearman": sl.metrics.mcc(z_true, z_fit, "spearman"),
             "target_f1": rec["f1"] if sparse else nan,
             "target_precision": rec["precision"] if sparse else nan,
             "target_recall": rec["recall"] if sparse else nan,
             "target_auroc": rec["auroc"] if sparse else nan,
             "dense_procrustes_mcc": diag.get("dense_procrustes_mcc", nan),
             "aligned_mcc": diag.get("aligned_mcc", nan),
+            "collapsed_latents": int((z_fit.std(0) < 0.1).sum()),
+            "min_matched_corr": float(corr[rows, cols].min()),
             "neg_elbo_train": elbo, "seconds": seconds,
             "epochs": int(m.history["elbo_train"].shape[0])}
 
@@ -174,6 +204,7 @@ def main(argv=None):
         res = json.loads(line[0][7:])
         print(f"  {res['model']:26s} seed {res['seed']}: MCC {res['mcc']:.3f}  F1 {res['target_f1']:.3f}  "
               f"dense->procrustes {res['dense_procrustes_mcc']:.3f}  aligned {res['aligned_mcc']:.3f}  "
+              f"collapsed {res['collapsed_latents']}  "
               f"({res['epochs']} epochs, {res['seconds']:.0f} s)", flush=True)
         return res
 
@@ -188,7 +219,7 @@ def main(argv=None):
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     df.to_csv(args.out, index=False)
     cols = ["mcc", "target_f1", "target_precision", "target_recall", "target_auroc",
-            "dense_procrustes_mcc", "aligned_mcc", "mcc_spearman", "seconds"]
+            "dense_procrustes_mcc", "aligned_mcc", "mcc_spearman", "collapsed_latents", "seconds"]
     table = df.groupby("model", sort=False)[cols].agg(["mean", "std"])
     fmt = pd.DataFrame({c: [f"{m:.3f} +- {s:.3f}" if c != "seconds" else f"{m:.0f}"
                             for m, s in zip(table[(c, "mean")], table[(c, "std")].fillna(0))]

@@ -65,16 +65,23 @@ class ShiftVAEModule(BaseModuleClass):
         Weight of the local KL term (beta-VAE when > 1).
     likelihood
         ``"nb"`` or ``"poisson"``.
+    kl_free_bits
+        Free bits (nats per latent per cell; 0 = the plain ELBO). While training, each
+        latent's KL, averaged over the minibatch, enters the loss as at least this much, so a
+        latent that carries less information costs nothing more and is not switched off
+        (posterior collapse). Latents above the floor are unaffected; the reported
+        ``kl_local`` and ELBO are always the true KL.
     """
 
     def __init__(self, n_input: int, n_labels: int, control_index: int, n_latent: int = 10,
                  n_hidden: int = 128, n_layers: int = 2, dropout_rate: float = 0.1,
                  use_batch_norm: bool = True, prior: str = "standard", prior_kwargs: dict | None = None,
-                 beta: float = 1.0, likelihood: str = "nb"):
+                 beta: float = 1.0, likelihood: str = "nb", kl_free_bits: float = 0.0):
         super().__init__()
         if likelihood not in ("nb", "poisson"):
             raise ValueError(f"likelihood={likelihood!r}: choose 'nb' or 'poisson'.")
         self.n_input, self.n_latent, self.beta, self.likelihood = n_input, n_latent, beta, likelihood
+        self.kl_free_bits = float(kl_free_bits)
         self.encoder = _mlp(n_input, n_hidden, n_layers, dropout_rate, use_batch_norm)
         self.z_loc = nn.Linear(n_hidden, n_latent)
         self.z_log_scale = nn.Linear(n_hidden, n_latent)
@@ -144,13 +151,19 @@ class ShiftVAEModule(BaseModuleClass):
         labels = tensors[REGISTRY_KEYS.LABELS_KEY].long().view(-1)
         qz = inference_outputs["qz"]
         recon = -generative_outputs["px"].log_prob(x).sum(-1)
-        kl_local = self.prior.kl(qz.loc, qz.scale, labels)
+        kl_latent = self.prior.kl_per_latent(qz.loc, qz.scale, labels)  # (cells, d)
+        kl_local = kl_latent.sum(-1)
         # penalty_scale "cells" tempers the mask prior: -log p(m) is paid once per cell of a
         # perturbation (weight n_obs / n_labels) instead of once per data set.
         tempered = getattr(self.prior, "penalty_scale", "dataset") == "cells"
         kl_global = self.prior.penalty(prior_weight=self.n_obs / self.prior.n_labels if tempered else 1.0)
         weight = kl_weight * self.beta
-        loss = torch.mean(recon + weight * kl_local) + kl_weight * kl_global / self.n_obs
+        if self.training and self.kl_free_bits > 0:
+            # Free bits: mean_cells(recon) + weight * sum_j max(mean_cells(KL_j), floor).
+            kl_term = torch.clamp(kl_latent.mean(0), min=self.kl_free_bits).sum()
+            loss = torch.mean(recon) + weight * kl_term + kl_weight * kl_global / self.n_obs
+        else:
+            loss = torch.mean(recon + weight * kl_local) + kl_weight * kl_global / self.n_obs
         return LossOutput(loss=loss, reconstruction_loss=recon, kl_local=kl_local, kl_global=kl_global)
 
     # --- evaluation --------------------------------------------------------------------

@@ -3,7 +3,8 @@
 Every prior is indexed by the perturbation code ``a`` of each cell (``control_index`` is the
 control group) and provides
 
-- ``kl(qz_loc, qz_scale, labels)``: per-cell KL( q(z|x) || p(z|a) ), summed over latents;
+- ``kl_per_latent(qz_loc, qz_scale, labels)``: KL( q(z_j|x) || p(z_j|a) ) per cell and latent,
+  (cells, d), in nats; ``kl(...)`` is its sum over latents, (cells,);
 - ``log_prob(z, labels)``: log p(z|a) for importance sampling (``z``: (..., cells, d));
 - ``penalty()``: the global term of the ELBO (e.g. -log p(mask) + log q(mask)), in nats;
 - ``intervention_probabilities()``: (categories, d) probability that each latent is targeted.
@@ -48,8 +49,13 @@ class StandardNormal(nn.Module):
         return zero, torch.ones_like(zero)
 
     def kl(self, q_loc, q_scale, labels):
+        """Per-cell KL( q(z|x) || p(z|a) ), summed over latents: (cells,), nats."""
+        return self.kl_per_latent(q_loc, q_scale, labels).sum(-1)
+
+    def kl_per_latent(self, q_loc, q_scale, labels):
+        """KL( q(z_j|x) || p(z_j|a) ) of every cell and latent: (cells, d), nats."""
         loc, scale = self.loc_scale(labels)
-        return gaussian_kl(q_loc, q_scale, loc, scale).sum(-1)
+        return gaussian_kl(q_loc, q_scale, loc, scale)
 
     def log_prob(self, z, labels):
         loc, scale = self.loc_scale(labels, mask=self.map_mask())
@@ -182,19 +188,19 @@ class SparseShift(DenseShift):
         hard = (soft > 0.5).float()
         return hard + soft - soft.detach()
 
-    def kl(self, q_loc, q_scale, labels):
+    def kl_per_latent(self, q_loc, q_scale, labels):
         if bool(self.dense):
-            return super().kl(q_loc, q_scale, labels)
+            return super().kl_per_latent(q_loc, q_scale, labels)
         if self.training and self.estimator == "gumbel":
             self._sample = self.sample_mask()
             loc, scale = self.loc_scale(labels, self._sample)
-            return gaussian_kl(q_loc, q_scale, loc, scale).sum(-1)
+            return gaussian_kl(q_loc, q_scale, loc, scale)
         p = self.probs()[labels]
         zero = torch.zeros_like(q_loc)
         kl_off = gaussian_kl(q_loc, q_scale, zero, zero + 1.0)
         loc, scale = self.loc_scale(labels)  # mask on
         kl_on = gaussian_kl(q_loc, q_scale, loc, scale)
-        return (p * kl_on + (1 - p) * kl_off).sum(-1)
+        return p * kl_on + (1 - p) * kl_off
 
     def penalty(self, prior_weight=1.0):
         """KL(q(m) || p(m)) in nats, with -log p(m) weighted by ``prior_weight`` times

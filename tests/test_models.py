@@ -60,6 +60,43 @@ def test_penalty_weight_scales_only_the_mask_prior(kind):
             SparseShift(5, 3, 0, penalty_weight=bad)
 
 
+def test_kl_free_bits_floors_each_latents_batch_kl_while_training(small_train):
+    from scvi import REGISTRY_KEYS
+
+    sl.SVAEPlus.setup_anndata(small_train)
+    plain = sl.SVAEPlus(small_train, n_latent=4, n_hidden=32, kl_free_bits=0.0)
+    floored = sl.SVAEPlus(small_train, n_latent=4, n_hidden=32, kl_free_bits=0.7)
+    floored.module.load_state_dict(plain.module.state_dict())
+    X = torch.as_tensor(np.asarray(small_train.X[:64]))
+    labels = torch.as_tensor(small_train.obs["_scvi_labels"].to_numpy()[:64]).long().view(-1, 1)
+    tensors = {REGISTRY_KEYS.X_KEY: X, REGISTRY_KEYS.LABELS_KEY: labels}
+
+    def loss_and_parts(m, training):
+        m.module.train(training)
+        for mod in (plain.module, floored.module):
+            mod.prior.dense.fill_(True)  # deterministic prior: no mask sample
+        torch.manual_seed(0)
+        inf, _, out = m.module.forward(tensors)
+        return float(out.loss.detach()), out, inf["qz"]
+    for training in (True, False):
+        (lp, op, _), (lf, of, qz) = loss_and_parts(plain, training), loss_and_parts(floored, training)
+        # the reported KL and reconstruction are the true ones either way
+        assert float(op.kl_local_sum.detach()) == pytest.approx(float(of.kl_local_sum.detach()), rel=1e-6)
+        assert float(op.reconstruction_loss_sum.detach()) == pytest.approx(float(of.reconstruction_loss_sum.detach()), rel=1e-6)
+        kl_j = floored.module.prior.kl_per_latent(qz.loc, qz.scale, labels.view(-1)).mean(0)
+        assert float(kl_j.sum().detach()) * 64 == pytest.approx(float(op.kl_local_sum.detach()), rel=1e-4)
+        if training:  # the loss pays max(KL_j, floor) for every latent
+            extra = float((torch.clamp(kl_j, min=0.7) - kl_j).sum().detach())
+            assert extra > 0 and lf - lp == pytest.approx(extra, rel=1e-3)
+        else:  # evaluation: the plain ELBO
+            assert lf == pytest.approx(lp, rel=1e-6)
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="kl_free_bits"):
+            sl.SVAEPlus(small_train, n_latent=4, kl_free_bits=bad)
+    with pytest.raises(TypeError, match="kl_free_bits"):
+        sl.SVAEPlus(small_train, n_latent=4, kl_free_bits="0.5")
+
+
 def test_save_load_round_trip(tmp_path, small_train):
     sl.SVAEPlus.setup_anndata(small_train)
     m = sl.SVAEPlus(small_train, n_latent=4, n_hidden=32)
