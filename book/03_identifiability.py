@@ -356,30 +356,31 @@ print(f"chapter ran in {H.elapsed(T0)}")
 # | VAE | 0.627 ± 0.018 | - | - |
 # | $\beta$-VAE ($\beta = 4$) | 0.510 ± 0.044 | - | - |
 # | iVAE | 0.600 ± 0.015 | - | - |
-# | sVAE (L0) | 0.925 ± 0.015 | 0.974 ± 0.036 | 0.996 |
-# | sVAE+ (Beta-Bernoulli) | 0.919 ± 0.015 | 0.949 ± 0.068 | 0.997 |
+# | sVAE (L0) | 0.927 ± 0.018 | 0.978 ± 0.035 | 0.996 |
+# | sVAE+ (Beta-Bernoulli) | 0.925 ± 0.020 | 0.956 ± 0.069 | 0.997 |
 #
 # The paper's claim holds here: the sparse models recover the latents and the targets,
 # the others do not. Halve the number of perturbations (`--setting calibration`: 32
 # training perturbations of 250 cells, the same number of cells, about 8 perturbations per
-# latent) and it holds only partly: sVAE+ reaches MCC 0.784 ± 0.059 and target F1
-# 0.77 ± 0.13 (VAE 0.57, iVAE 0.59), with one seed of three at 0.85 and two at 0.73 and 0.78. Why is
+# latent) and it holds only partly: sVAE+ reaches MCC 0.83 ± 0.03 and target F1
+# 0.86 ± 0.04 (VAE 0.57, iVAE 0.59), with one seed of three at 0.86 and two at 0.81. Why is
 # instructive, because the benchmark records what happens at each step of training (with
 # diagnostics that use the truth, so they explain a run but could never be part of it):
 #
 # 1. At the end of the dense warm-up, the iVAE-like latents are close to a rotation of the
 #    truth in *both* settings: rotated optimally onto the true latents they reach an MCC of
-#    0.90 with 32 perturbations and 0.91 with 64.
+#    0.90 with 32 perturbations and 0.92 with 64.
 # 2. The alignment step has to find that rotation without the truth, as the one that makes
-#    the learned shifts sparsest. With 64 perturbations it does (MCC 0.90 right after
-#    it). With 32 it often picks a different rotation (MCC 0.77 ± 0.05): the learned shifts
+#    the learned shifts sparsest. With 64 perturbations it does (MCC 0.91 right after
+#    it). With 32 it often picks a different rotation (MCC 0.80 ± 0.02): the learned shifts
 #    are not exactly sparse even in the right coordinates. A perturbation that moves two
 #    latents by 5 standard deviations shows up in the learned space as shifts of about 2.5
 #    on its targets *and* 0.5 to 1.5 on other latents, because the latent space is still
 #    slightly nonlinear in the truth. With few rows, some wrong rotation of that matrix is
 #    sparser than the right one; with many rows the right rotation wins.
 # 3. Given the best rotation instead (the benchmark's `SVAEPlus/oracle-alignment`
-#    variant), the *same* sparse phase reaches MCC 0.92 and target F1 0.96 with 32
+#    variant, measured with the earlier network settings: encoder dropout 0.1 and no free
+#    bits), the *same* sparse phase reaches MCC 0.92 and target F1 0.96 with 32
 #    perturbations: the sparse phase straightens the latent space once its axes are right.
 #    It cannot rotate them: started from a wrong rotation, it locks in masks that fit it.
 # 4. The ELBO barely notices. The oracle-aligned models fit only 0.03 to 0.14 nats per
