@@ -407,7 +407,7 @@ print(f"chapter ran in {H.elapsed(T0)}")
 # encoder dropout and with *free bits* (`kl_free_bits=0.25`): while training, each latent's
 # KL, averaged over the minibatch, counts as at least 0.25 nats per cell, so a latent that
 # carries little information costs nothing extra and is not switched off. No latent
-# collapsed in any seed since, and the training ELBO is better too. For scale: the MAP
+# collapsed in any seed since. For scale: the MAP
 # latents under the *true* generative model reach MCC 0.93, so count noise, not the method,
 # sets the ceiling a little above the models' 0.86.
 #
