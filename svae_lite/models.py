@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["ShiftModel", "VAE", "BetaVAE", "iVAE", "SVAE", "SVAEPlus"]
 
 LABEL_COLUMN = "_svae_perturbation"
+# Model arguments a preset's ``_defaults`` may set besides the prior's, with their values when
+# it does not; every other key of ``_defaults`` goes to the prior.
+_MODULE_DEFAULTS = {"dropout_rate": 0.1, "beta": 1.0, "kl_free_bits": 0.0}
 
 
 class _PlanWithPriorLR(TrainingPlan):
@@ -178,14 +181,13 @@ class ShiftModel(UnsupervisedTrainingMixin, BaseModelClass):
         n_latent = V.check_n_latent(n_latent, adata.n_vars, len(self.perturbations_) - 1)
         V.check_positive_int(n_hidden, "n_hidden")
         V.check_positive_int(n_layers, "n_layers")
-        if dropout_rate is None:
-            dropout_rate = self._defaults.get("dropout_rate", 0.1)
-        dropout_rate = V.check_fraction(dropout_rate, "dropout_rate", closed_right=False)
-        beta = self._defaults.get("beta", 1.0) if beta is None else V.check_positive_float(beta, "beta")
-        if kl_free_bits is None:
-            kl_free_bits = self._defaults.get("kl_free_bits", 0.0)
-        kl_free_bits = V.check_positive_float(kl_free_bits, "kl_free_bits", allow_zero=True)
-        kwargs = {k: v for k, v in self._defaults.items() if k not in ("beta", "kl_free_bits", "dropout_rate")}
+        # None: the preset's value (``_defaults``), else the module's default
+        given = {"dropout_rate": dropout_rate, "beta": beta, "kl_free_bits": kl_free_bits}
+        net = {k: self._defaults.get(k, _MODULE_DEFAULTS[k]) if v is None else v for k, v in given.items()}
+        dropout_rate = V.check_fraction(net["dropout_rate"], "dropout_rate", closed_right=False)
+        beta = V.check_positive_float(net["beta"], "beta")
+        kl_free_bits = V.check_positive_float(net["kl_free_bits"], "kl_free_bits", allow_zero=True)
+        kwargs = {k: v for k, v in self._defaults.items() if k not in _MODULE_DEFAULTS}
         kwargs.update(prior_kwargs)
         seed = V.check_seed(seed)
         with torch.random.fork_rng(devices=[]):  # seeded initial weights; global RNG untouched

@@ -158,12 +158,13 @@ class ShiftVAEModule(BaseModuleClass):
         tempered = getattr(self.prior, "penalty_scale", "dataset") == "cells"
         kl_global = self.prior.penalty(prior_weight=self.n_obs / self.prior.n_labels if tempered else 1.0)
         weight = kl_weight * self.beta
+        global_term = kl_weight * kl_global / self.n_obs
         if self.training and self.kl_free_bits > 0:
             # Free bits: mean_cells(recon) + weight * sum_j max(mean_cells(KL_j), floor).
             kl_term = torch.clamp(kl_latent.mean(0), min=self.kl_free_bits).sum()
-            loss = torch.mean(recon) + weight * kl_term + kl_weight * kl_global / self.n_obs
+            loss = torch.mean(recon) + weight * kl_term + global_term
         else:
-            loss = torch.mean(recon + weight * kl_local) + kl_weight * kl_global / self.n_obs
+            loss = torch.mean(recon + weight * kl_local) + global_term
         return LossOutput(loss=loss, reconstruction_loss=recon, kl_local=kl_local, kl_global=kl_global)
 
     # --- evaluation --------------------------------------------------------------------
