@@ -20,7 +20,10 @@ from ._validation import check_positive_int, check_positive_float
 
 CONTROL = "control"
 
-__all__ = ["simulate", "CONTROL"]
+__all__ = ["simulate", "decoder_proportions", "CONTROL"]
+
+#: Slope of the decoder's LeakyReLU for negative inputs.
+NEGATIVE_SLOPE = 0.2
 
 
 def _orthogonal(rng: np.random.Generator, n_out: int, n_in: int) -> np.ndarray:
@@ -31,8 +34,59 @@ def _orthogonal(rng: np.random.Generator, n_out: int, n_in: int) -> np.ndarray:
     return q if n_out >= n_in else q.T
 
 
-def _leaky_relu(x: np.ndarray, slope: float = 0.2) -> np.ndarray:
+def _leaky_relu(x: np.ndarray, slope: float = NEGATIVE_SLOPE) -> np.ndarray:
     return np.where(x > 0, x, slope * x)
+
+
+def _decode(z: np.ndarray, weights: list, biases: list, slope: float) -> np.ndarray:
+    """Gene proportions (softmax over genes) of latents ``z`` under an MLP decoder whose
+    layer ``i`` computes ``h @ weights[i].T + biases[i]``, LeakyReLU between layers."""
+    h = z
+    for i, (W, b) in enumerate(zip(weights, biases)):
+        h = h @ W.T + b
+        if i < len(weights) - 1:
+            h = _leaky_relu(h, slope)
+    h = h - h.max(axis=1, keepdims=True)
+    rho = np.exp(h)
+    rho /= rho.sum(axis=1, keepdims=True)
+    return rho
+
+
+def decoder_proportions(adata_or_uns, z) -> np.ndarray:
+    """Gene proportions of latents ``z`` under the TRUE decoder of a simulation.
+
+    Recomputes, for any latents (the true ones, a model's, a MAP estimate), the softmax gene
+    proportions the simulator used: the expected counts of a cell are these times its
+    library size (``obs['library_size']``). Applied to ``obsm['z_true']`` it reproduces the
+    simulation's proportions up to float32 rounding of the stored latents.
+
+    Parameters
+    ----------
+    adata_or_uns
+        The AnnData returned by :func:`simulate`, its ``uns``, or ``uns['simulation']``
+        (also after a round trip through ``.h5ad``).
+    z
+        (cells, n_latent) latents.
+
+    Returns
+    -------
+    (cells, genes) float64 array; every row sums to 1.
+    """
+    uns = getattr(adata_or_uns, "uns", adata_or_uns)
+    sim = uns.get("simulation", uns) if hasattr(uns, "get") else None
+    if sim is None or "decoder" not in sim:
+        raise KeyError("No simulated decoder found: pass the AnnData returned by svae_lite.simulate, "
+                       "its .uns or its .uns['simulation'] (simulations made before svae_lite "
+                       "stored the decoder must be simulated again).")
+    dec = sim["decoder"]
+    order = sorted(dec["weights"], key=int)  # keys "0", "1", ...; h5ad may reorder them
+    weights = [np.asarray(dec["weights"][k], dtype=np.float64) for k in order]
+    biases = [np.asarray(dec["biases"][k], dtype=np.float64) for k in order]
+    z = np.asarray(z, dtype=np.float64)
+    if z.ndim != 2 or z.shape[1] != weights[0].shape[1]:
+        raise ValueError(f"z must have shape (cells, {weights[0].shape[1]}) (the simulation's "
+                         f"n_latent); got {z.shape}.")
+    return _decode(z, weights, biases, float(dec["negative_slope"]))
 
 
 def simulate(
@@ -98,7 +152,11 @@ def simulate(
     - ``obsm['z_true']``: (cells, d) true latents;
     - ``uns['true_targets']``: DataFrame (perturbations x latents, bool);
     - ``uns['true_shifts']``: DataFrame (perturbations x latents, float; 0 off target);
-    - ``uns['simulation']``: every parameter and the seed.
+    - ``uns['simulation']``: every parameter and the seed, and under ``'decoder'`` the
+      generative model: ``'weights'`` and ``'biases'`` (dicts ``"0"``, ``"1"``, ... of
+      float64 arrays; layer ``i`` computes ``h @ W.T + b``), ``'negative_slope'`` of the
+      LeakyReLU between layers. With the library-size parameters and the likelihood stored
+      beside it, :func:`decoder_proportions` recomputes the gene proportions of any latents.
     """
     n_latent = check_positive_int(n_latent, "n_latent")
     n_perturbations = check_positive_int(n_perturbations, "n_perturbations")
@@ -150,17 +208,13 @@ def simulate(
     z_p[targets[g]] = shifts[g][targets[g]] + target_scale * z_p[targets[g]]
     z[pert] = z_p
 
-    # Fixed random decoder: z -> hidden layers -> gene logits -> softmax over genes.
-    h = z
+    # Fixed random decoder: z -> hidden layers -> gene logits -> softmax over genes. The
+    # biases are zero; they are stored with the weights so that the stored decoder is a
+    # complete description of the generative model.
     dims = [d] + [n_hidden] * n_layers + [n_genes]
-    for i in range(len(dims) - 1):
-        W = _orthogonal(rng, dims[i + 1], dims[i])
-        h = h @ W.T
-        if i < len(dims) - 2:
-            h = _leaky_relu(h, 0.2)
-    h = h - h.max(axis=1, keepdims=True)
-    rho = np.exp(h)
-    rho /= rho.sum(axis=1, keepdims=True)
+    weights = [_orthogonal(rng, dims[i + 1], dims[i]) for i in range(len(dims) - 1)]
+    biases = [np.zeros(n_out) for n_out in dims[1:]]
+    rho = _decode(z, weights, biases, NEGATIVE_SLOPE)
     lib = np.exp(rng.normal(np.log(library_size), library_sd, size=labels.size))
     mu = rho * lib[:, None]
     if likelihood == "poisson":
@@ -207,5 +261,11 @@ def simulate(
         "likelihood": likelihood,
         "nb_dispersion": nb_dispersion,
         "seed": int(seed),
+        # the generative model, enough to recompute gene proportions (decoder_proportions)
+        "decoder": {
+            "weights": {str(i): W for i, W in enumerate(weights)},  # (out, in)
+            "biases": {str(i): b for i, b in enumerate(biases)},
+            "negative_slope": NEGATIVE_SLOPE,
+        },
     }
     return adata

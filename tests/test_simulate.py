@@ -65,3 +65,40 @@ def test_negative_binomial_and_variance_change():
 def test_bad_parameters(kw):
     with pytest.raises((ValueError, TypeError)):
         sl.simulate(**kw)
+
+
+def test_stored_decoder_reproduces_the_simulation():
+    from svae_lite.simulate import decoder_proportions
+
+    a = sl.simulate(n_latent=4, n_perturbations=5, n_cells_per_perturbation=200, n_genes=12,
+                    n_heldout=1, seed=4)
+    dec = a.uns["simulation"]["decoder"]
+    assert [dec["weights"][k].shape for k in sorted(dec["weights"], key=int)] == [(40, 4), (40, 40), (40, 40), (12, 40)]
+    rho = decoder_proportions(a, a.obsm["z_true"])
+    assert rho.shape == (a.n_obs, 12) and np.allclose(rho.sum(1), 1)
+    # the Poisson counts were drawn with mean rho * library size
+    expected = rho * a.obs["library_size"].to_numpy()[:, None]
+    assert abs(a.X.sum() / expected.sum() - 1) < 0.01
+    assert np.corrcoef(a.X.ravel(), expected.ravel())[0, 1] > 0.95
+    # the same from uns or from uns["simulation"]
+    assert np.allclose(decoder_proportions(a.uns, a.obsm["z_true"][:5]), rho[:5], rtol=1e-12, atol=0)
+    assert np.allclose(decoder_proportions(a.uns["simulation"], a.obsm["z_true"][:5]), rho[:5], rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="shape"):
+        decoder_proportions(a, np.zeros((3, 5)))
+    with pytest.raises(KeyError, match="decoder"):
+        decoder_proportions({"simulation": {"seed": 0}}, np.zeros((3, 4)))
+
+
+def test_simulation_writes_to_h5ad_with_its_decoder(tmp_path):
+    import anndata
+
+    from svae_lite.simulate import decoder_proportions
+
+    a = sl.simulate(n_latent=3, n_perturbations=3, n_cells_per_perturbation=10, n_genes=8,
+                    n_heldout=0, n_layers=11, n_hidden=5, seed=1)  # > 10 layers: keys "10" < "2"
+    path = tmp_path / "sim.h5ad"
+    a.write_h5ad(path)
+    b = anndata.read_h5ad(path)
+    z = a.obsm["z_true"]
+    assert np.array_equal(decoder_proportions(b, z), decoder_proportions(a, z))
+    assert b.uns["simulation"]["likelihood"] == "poisson"
