@@ -1,13 +1,22 @@
-"""Identifiability metrics: MCC after optimal matching and recovery of intervention targets."""
+"""Metrics: identifiability (MCC after optimal matching, recovery of intervention targets)
+and predicted vs observed perturbation effects on one expression scale.
+
+Effects of perturbations are compared on the log of mean normalised expression: observed
+groups through :func:`pseudobulk`, model predictions (mean expected counts) through
+:func:`log_expression`, so that an effect (a group minus control) means the same on both
+sides; :func:`effect_scores` then scores a predicted effect against the observed one.
+"""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from scipy.optimize import linear_sum_assignment
 from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 
-__all__ = ["correlation_matrix", "match_latents", "mcc", "target_recovery", "target_scores"]
+__all__ = ["correlation_matrix", "match_latents", "mcc", "target_recovery", "target_scores",
+           "pseudobulk", "log_expression", "effect_scores"]
 
 
 def _as_2d(z, name):
@@ -125,3 +134,165 @@ def target_recovery(adata, model, threshold: float = 0.5, z_key: str = "z_true",
     scores["mcc"] = float(corr[rows, cols].mean())
     scores["learned"] = aligned
     return scores
+
+
+# ---------------------------------------------------------------------------- effects
+def pseudobulk(adata, key: str = "perturbation", groups=None, target_sum: float = 1e4,
+               layer: str | None = None) -> pd.DataFrame:
+    """Log of the mean normalised expression of each group of cells.
+
+    Every cell's counts are scaled to ``target_sum`` in total (cells without counts stay
+    zero), averaged over the cells of each group, and ``log1p`` is applied to the means:
+    ``log1p(mean_i(target_sum * x_i / sum(x_i)))``. This is the scale of
+    :func:`log_expression`, which puts a model's expected counts on it. Sparse counts stay
+    sparse: the group means are one sparse product, the matrix is never densified.
+
+    Parameters
+    ----------
+    adata
+        AnnData with counts in ``X`` (or ``layers[layer]``), dense or sparse.
+    key
+        Column of ``adata.obs`` with the group labels.
+    groups
+        Groups to return, in this order (default: every group with cells, in the order of
+        the categories when the column is categorical, else sorted).
+    target_sum
+        Total counts of a cell after normalisation.
+    layer
+        Read counts from ``adata.layers[layer]`` instead of ``X``.
+
+    Returns
+    -------
+    DataFrame (groups x genes), columns ``adata.var_names``.
+    """
+    if key not in adata.obs:
+        raise KeyError(f"adata.obs has no column {key!r} (columns: {list(adata.obs.columns)}).")
+    if layer is not None and layer not in adata.layers:
+        raise KeyError(f"adata has no layer {layer!r} (layers: {list(adata.layers)}).")
+    if not np.isfinite(target_sum) or target_sum <= 0:
+        raise ValueError(f"target_sum={target_sum!r} must be a positive number.")
+    X = adata.X if layer is None else adata.layers[layer]
+    col = adata.obs[key]
+    labels = col.astype(str).to_numpy()
+    if groups is None:
+        present = set(labels)
+        order = [str(c) for c in col.cat.categories] if hasattr(col, "cat") else sorted(present)
+        groups = [g for g in order if g in present]
+    else:
+        groups = [str(g) for g in ([groups] if isinstance(groups, str) else groups)]
+        missing = [g for g in groups if g not in set(labels)]
+        if missing:
+            raise KeyError(f"groups {missing} have no cells in adata.obs[{key!r}].")
+    if sp.issparse(X):
+        X = sp.csr_matrix(X)
+    else:
+        X = np.asarray(X)
+    lib = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
+    scale = np.where(lib > 0, target_sum / np.where(lib > 0, lib, 1.0), 0.0)
+    code = pd.Index(groups).get_indexer(labels)
+    cells = np.flatnonzero(code >= 0)
+    sizes = np.bincount(code[cells], minlength=len(groups)).astype(np.float64)
+    # (groups, cells) weights: row g averages the normalised counts of group g's cells
+    W = sp.csr_matrix((scale[cells] / sizes[code[cells]], (code[cells], cells)),
+                      shape=(len(groups), adata.n_obs))
+    means = W @ X
+    means = means.toarray() if sp.issparse(means) else np.asarray(means)
+    return pd.DataFrame(np.log1p(means), index=pd.Index(groups, name=key), columns=adata.var_names)
+
+
+def log_expression(expected, target_sum: float = 1e4) -> pd.DataFrame:
+    """A model's expected expression on the scale of :func:`pseudobulk`.
+
+    Each row (e.g. a perturbation's mean expected counts from ``model.predict``) is scaled
+    to ``target_sum`` in total and ``log1p`` is applied. Since ``predict`` averages cells of
+    one library size, this is ``log1p`` of the mean expected gene proportions times
+    ``target_sum``: the model's counterpart of the observed group means.
+
+    Parameters
+    ----------
+    expected
+        DataFrame or 2-d array (rows x genes), non-negative, every row with a positive sum.
+    target_sum
+        Total of a row after scaling.
+
+    Returns
+    -------
+    DataFrame with the index and columns of ``expected`` (a range for an array).
+    """
+    df = expected if isinstance(expected, pd.DataFrame) else pd.DataFrame(np.asarray(expected))
+    if df.ndim != 2:
+        raise ValueError(f"expected must be 2-d (rows x genes); got shape {np.shape(expected)}.")
+    if not np.isfinite(target_sum) or target_sum <= 0:
+        raise ValueError(f"target_sum={target_sum!r} must be a positive number.")
+    values = df.to_numpy(dtype=np.float64)
+    if not np.all(np.isfinite(values)) or (values < 0).any():
+        raise ValueError("expected must hold finite, non-negative expression values.")
+    total = values.sum(axis=1, keepdims=True)
+    if (total <= 0).any():
+        empty = list(df.index[(total <= 0).ravel()])
+        raise ValueError(f"rows {empty} of expected sum to 0: they cannot be normalised.")
+    return pd.DataFrame(np.log1p(values / total * target_sum), index=df.index, columns=df.columns)
+
+
+def _as_effects(pred, obs):
+    """Two aligned 1-d float arrays from Series or arrays (Series pairs align on the index)."""
+    if isinstance(pred, pd.Series) and isinstance(obs, pd.Series):
+        if not pred.index.is_unique or not obs.index.is_unique:
+            raise ValueError("pred_effect and obs_effect need unique index labels to be aligned.")
+        if len(pred) != len(obs) or not pred.index.isin(obs.index).all():
+            only_p = list(pred.index.difference(obs.index)[:5])
+            only_o = list(obs.index.difference(pred.index)[:5])
+            raise ValueError(f"pred_effect and obs_effect have different genes (only in pred: "
+                             f"{only_p}..., only in obs: {only_o}...): pass effects on the same genes.")
+        pred = pred.reindex(obs.index)
+    p = np.asarray(pred, dtype=np.float64)
+    o = np.asarray(obs, dtype=np.float64)
+    if p.ndim != 1 or o.ndim != 1:
+        raise ValueError(f"effects must be 1-d (one value per gene); got shapes {p.shape} and {o.shape}.")
+    if p.shape != o.shape:
+        raise ValueError(f"pred_effect has {p.size} values but obs_effect has {o.size}: pass the same genes.")
+    if p.size < 2:
+        raise ValueError("effects need at least 2 genes.")
+    if not (np.all(np.isfinite(p)) and np.all(np.isfinite(o))):
+        raise ValueError("effects contain NaN or infinite values.")
+    return p, o
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    if np.std(a) <= 1e-12 or np.std(b) <= 1e-12:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def effect_scores(pred_effect, obs_effect, n_top: int = 20) -> dict:
+    """Scores of a predicted perturbation effect against the observed one.
+
+    Effects are per-gene differences on one scale, e.g. a group's :func:`pseudobulk` minus
+    control's, and a model's :func:`log_expression` of the group minus that of control.
+
+    Parameters
+    ----------
+    pred_effect, obs_effect
+        Series or 1-d arrays, one value per gene. Two Series are aligned on their index
+        (they must hold the same genes); otherwise the values are matched by position.
+    n_top
+        Number of genes with the largest observed ``|effect|`` scored by ``pearson_top`` and
+        ``rmse_top`` (all genes when there are fewer).
+
+    Returns
+    -------
+    dict with ``pearson_top`` (Pearson r on the top genes), ``pearson_all`` (on all genes),
+    ``rmse_top`` (root mean squared error on the top genes) and ``mse_all`` (mean squared
+    error on all genes). A Pearson r is NaN when either side is constant on its genes
+    (standard deviation <= 1e-12): a prediction of no change, or of the same change for every
+    gene, has no correlation.
+    """
+    p, o = _as_effects(pred_effect, obs_effect)
+    if isinstance(n_top, bool) or not isinstance(n_top, (int, np.integer)) or n_top < 1:
+        raise ValueError(f"n_top={n_top!r} must be a positive integer.")
+    top = np.argsort(-np.abs(o), kind="stable")[:n_top]
+    err = p - o
+    return {"pearson_top": _pearson(p[top], o[top]),
+            "pearson_all": _pearson(p, o),
+            "rmse_top": float(np.sqrt(np.mean(err[top] ** 2))),
+            "mse_all": float(np.mean(err ** 2))}
