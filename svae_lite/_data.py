@@ -23,7 +23,7 @@ from scvi.dataloaders import DataSplitter
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TensorDataSplitter", "TensorBatchLoader", "dense_tensor"]
+__all__ = ["TensorDataSplitter", "TensorBatchLoader", "dense_tensor", "count_batches", "library_sizes"]
 
 #: Largest dense count matrix (bytes, float32) preloaded on the CPU / on a GPU (there at
 #: most half of the free memory).
@@ -47,6 +47,23 @@ def dense_tensor(X, device: torch.device | str = "cpu", chunk_rows: int = 8192) 
         block = block.toarray() if sp.issparse(block) else np.asarray(block)
         out[s:s + chunk_rows] = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32)).to(device)
     return out
+
+
+def count_batches(X, codes, batch_size: int, device):
+    """Minibatches ``(x, c)`` of a (cells, genes) dense or sparse count matrix for inference:
+    ``x`` (b, genes) float32 on ``device``, ``c`` (b,) int64 label codes (None if ``codes``
+    is None). Only one minibatch is dense at a time; cells in their order."""
+    for s in range(0, X.shape[0], batch_size):
+        block = X[s:s + batch_size]
+        block = block.toarray() if sp.issparse(block) else np.asarray(block)
+        x = torch.as_tensor(np.asarray(block, dtype=np.float32), device=device)
+        c = None if codes is None else torch.as_tensor(codes[s:s + batch_size], device=device)
+        yield x, c
+
+
+def library_sizes(X) -> np.ndarray:
+    """Total counts of every cell, (cells,), without densifying a sparse matrix."""
+    return np.asarray(X.sum(axis=1)).ravel()
 
 
 class TensorBatchLoader:
@@ -97,6 +114,9 @@ class TensorDataSplitter(DataSplitter):
 
     Extra keyword
     -------------
+    split_seed
+        Seed of the shuffle before the train/validation split (scvi-tools uses
+        ``scvi.settings.seed``, fresh entropy when unset); None keeps scvi-tools' behaviour.
     in_memory
         ``True`` (default): preload when the dense matrix is at most
         :data:`MAX_DENSE_BYTES_CPU` (CPU) or :data:`MAX_DENSE_BYTES_GPU` and half the free
@@ -104,7 +124,9 @@ class TensorDataSplitter(DataSplitter):
         ``AnnDataLoader``.
     """
 
-    def __init__(self, adata_manager, *args, in_memory: bool = True, **kwargs):
+    def __init__(self, adata_manager, *args, in_memory: bool = True, split_seed: int | None = None,
+                 **kwargs):
+        self.split_seed = split_seed
         if not isinstance(in_memory, bool):
             raise TypeError(f"in_memory={in_memory!r} must be True or False.")
         with warnings.catch_warnings():
@@ -114,6 +136,16 @@ class TensorDataSplitter(DataSplitter):
         self.in_memory = in_memory and not kwargs.get("distributed_sampler", False)
         self._tensors = None
         self._decided = None
+
+    def setup(self, stage: str | None = None):
+        """scvi-tools' split, with the shuffle seeded by ``split_seed`` when given."""
+        if self.split_seed is None or self.external_indexing is not None or not self.shuffle_set_split:
+            return super().setup(stage)
+        n = self.adata_manager.adata.n_obs
+        indices = np.random.RandomState(seed=self.split_seed).permutation(np.arange(n))
+        self.val_idx = indices[:self.n_val]
+        self.train_idx = indices[self.n_val:self.n_val + self.n_train]
+        self.test_idx = indices[self.n_val + self.n_train:]
 
     # -- device and size ---------------------------------------------------------------
     def _device(self) -> torch.device:

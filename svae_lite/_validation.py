@@ -5,7 +5,9 @@ problem and what to do about it, before any training starts.
 """
 from __future__ import annotations
 
+import inspect
 import numbers
+import typing
 import warnings
 
 import numpy as np
@@ -170,6 +172,28 @@ def check_perturbation_column(obs: pd.DataFrame, key: str, control: str,
     return labels
 
 
+def check_unique_genes(var_names, where: str = "adata") -> None:
+    """Raise on duplicated gene names: saved models and transfer match genes by name."""
+    names = pd.Index(var_names)
+    if names.has_duplicates:
+        dup = names[names.duplicated()].unique()
+        raise ValueError(
+            f"{where}.var_names has {len(dup)} duplicated gene names (e.g. {list(dup[:5])}); "
+            "loading a saved model and transfer() match genes by name, so each must be "
+            f"unique. Make them unique first: `{where}.var_names_make_unique()`."
+        )
+
+
+def check_has_perturbations(n_perturbations: int, model: str, control: str) -> None:
+    """A model with perturbation shifts needs perturbed cells besides the controls."""
+    if n_perturbations == 0:
+        raise ValueError(
+            f"The AnnData holds only control cells (label {control!r}): {model} learns how "
+            "perturbations shift the latents and needs perturbed cells too. Register an "
+            "AnnData with perturbed cells, or use VAE for control cells alone."
+        )
+
+
 def check_n_latent(n_latent, n_genes: int, n_perturbations: int) -> int:
     n_latent = check_positive_int(n_latent, "n_latent")
     if n_latent >= n_genes:
@@ -228,8 +252,22 @@ def check_genes_match(var_names, expected, where: str = "The AnnData") -> None:
     )
 
 
-# scvi-tools' early stopping options (passed through ``train(**trainer_kwargs)``).
-EARLY_STOPPING_MONITORS = ("elbo_validation", "reconstruction_loss_validation", "kl_local_validation")
+def _trainer_parameters() -> dict:
+    """scvi-tools Trainer's keyword parameters (name -> inspect.Parameter)."""
+    from scvi.train import Trainer
+
+    return dict(inspect.signature(Trainer.__init__).parameters)
+
+
+def early_stopping_options() -> tuple[str, ...]:
+    """The ``early_stopping_*`` options scvi-tools' Trainer accepts, read from its signature."""
+    return tuple(k for k in _trainer_parameters() if k.startswith("early_stopping_"))
+
+
+def early_stopping_monitors() -> tuple[str, ...]:
+    """Metrics early stopping may monitor (the Trainer's ``Literal`` annotation)."""
+    ann = _trainer_parameters()["early_stopping_monitor"].annotation
+    return tuple(typing.get_args(ann)) or ("elbo_validation",)
 
 
 def check_early_stopping(early_stopping, trainer_kwargs: dict) -> None:
@@ -239,8 +277,7 @@ def check_early_stopping(early_stopping, trainer_kwargs: dict) -> None:
     if not isinstance(early_stopping, (bool, np.bool_)):
         raise TypeError(f"early_stopping={early_stopping!r} must be True or False.")
     given = sorted(k for k in trainer_kwargs if k.startswith("early_stopping_"))
-    known = {"early_stopping_monitor", "early_stopping_min_delta", "early_stopping_patience",
-             "early_stopping_warmup_epochs", "early_stopping_mode"}
+    known = set(early_stopping_options())
     unknown = [k for k in given if k not in known]
     if unknown:
         raise TypeError(f"Unknown early stopping option(s) {unknown}; valid: {sorted(known)}.")
@@ -250,10 +287,10 @@ def check_early_stopping(early_stopping, trainer_kwargs: dict) -> None:
             SvaeLiteWarning, stacklevel=3,
         )
     kw = trainer_kwargs
-    if "early_stopping_monitor" in kw and kw["early_stopping_monitor"] not in EARLY_STOPPING_MONITORS:
+    if "early_stopping_monitor" in kw and kw["early_stopping_monitor"] not in early_stopping_monitors():
         raise ValueError(
             f"early_stopping_monitor={kw['early_stopping_monitor']!r}: choose one of "
-            f"{list(EARLY_STOPPING_MONITORS)}."
+            f"{list(early_stopping_monitors())}."
         )
     if "early_stopping_mode" in kw and kw["early_stopping_mode"] not in ("min", "max"):
         raise ValueError(f"early_stopping_mode={kw['early_stopping_mode']!r}: choose 'min' or 'max'.")
@@ -278,19 +315,26 @@ def check_kl_warmup(n_epochs_kl_warmup, max_epochs: int) -> int:
     return n
 
 
-#: ``train(plan_kwargs=...)`` keys the training plan honours.
-PLAN_KWARGS = ("lr", "prior_lr", "weight_decay", "eps", "n_epochs_kl_warmup", "n_steps_kl_warmup",
-               "max_kl_weight", "min_kl_weight", "compile", "compile_kwargs", "on_step", "on_epoch")
 #: scvi-tools plan options that svae_lite's own optimizer set-up would silently ignore.
 UNSUPPORTED_PLAN_KWARGS = ("optimizer", "optimizer_creator", "update_only_decoder",
                            "reduce_lr_on_plateau", "lr_factor", "lr_patience", "lr_threshold",
                            "lr_scheduler_metric", "lr_min", "loss_kwargs")
 
 
+def plan_kwargs_options() -> tuple[str, ...]:
+    """``train(plan_kwargs=...)`` keys the training plan honours: scvi-tools TrainingPlan's
+    keyword parameters (read from its signature) less the unsupported ones, plus ``prior_lr``."""
+    from scvi.train import TrainingPlan
+
+    params = inspect.signature(TrainingPlan.__init__).parameters.values()
+    named = [p.name for p in params if p.kind is p.KEYWORD_ONLY]
+    return tuple(n for n in named if n not in UNSUPPORTED_PLAN_KWARGS) + ("prior_lr",)
+
+
 def check_plan_kwargs(plan_kwargs, max_epochs: int) -> dict:
     """Validate ``train(plan_kwargs=...)`` before the trainer starts.
 
-    Keys must be in :data:`PLAN_KWARGS` (scvi-tools' optimizer and scheduler options are not
+    Keys must be among :func:`plan_kwargs_options` (scvi-tools' optimizer and scheduler options are not
     used: the models train with Adam, one learning rate for the networks and one for the
     prior); numeric options (KL warm-up, KL weights, learning rates, weight decay, eps) are
     range-checked. Returns a checked copy.
@@ -306,9 +350,10 @@ def check_plan_kwargs(plan_kwargs, max_epochs: int) -> dict:
             f"plan_kwargs {unsupported} are not supported: svae_lite trains with Adam and "
             "separate learning rates for the networks (lr) and the prior (prior_lr)."
         )
-    unknown = sorted(set(pk) - set(PLAN_KWARGS))
+    valid = plan_kwargs_options()
+    unknown = sorted(set(pk) - set(valid))
     if unknown:
-        raise TypeError(f"Unknown plan_kwargs {unknown}; valid: {list(PLAN_KWARGS)}.")
+        raise TypeError(f"Unknown plan_kwargs {unknown}; valid: {list(valid)}.")
     if pk.get("n_epochs_kl_warmup") is not None:
         pk["n_epochs_kl_warmup"] = check_kl_warmup(pk["n_epochs_kl_warmup"], max_epochs)
     if pk.get("n_steps_kl_warmup") is not None:

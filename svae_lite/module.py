@@ -17,20 +17,10 @@ from scvi import REGISTRY_KEYS
 from scvi.distributions import NegativeBinomial
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 
-from .priors import DenseShift, SparseShift, StandardNormal
+from .alignment import sparsest_rotation
+from .priors import make_prior
 
-__all__ = ["ShiftVAEModule", "make_prior", "sparsest_rotation"]
-
-
-def make_prior(kind: str, n_labels: int, n_latent: int, control_index: int, **kwargs):
-    """Build a prior by name: ``standard``, ``dense`` or ``sparse``."""
-    if kind == "standard":
-        return StandardNormal(n_labels, n_latent, control_index)
-    if kind == "dense":
-        return DenseShift(n_labels, n_latent, control_index, **kwargs)
-    if kind == "sparse":
-        return SparseShift(n_labels, n_latent, control_index, **kwargs)
-    raise ValueError(f"prior kind {kind!r}: choose 'standard', 'dense' or 'sparse'.")
+__all__ = ["ShiftVAEModule"]
 
 
 def _mlp(n_in, n_hidden, n_layers, dropout_rate, use_batch_norm):
@@ -91,11 +81,13 @@ class ShiftVAEModule(BaseModuleClass):
         self.prior = make_prior(prior, n_labels, n_latent, control_index, **(prior_kwargs or {}))
         # Number of training cells: scales the global (mask) term so the loss is per cell.
         self.register_buffer("n_obs", torch.tensor(1.0))
+        # True after freeze_shared_(): only the prior's parameters of new labels train.
+        self.networks_frozen = False
 
     def train(self, mode: bool = True):
         """Like ``nn.Module.train``; frozen networks (transfer learning) stay in eval mode."""
         super().train(mode)
-        if getattr(self, "networks_frozen", False):
+        if self.networks_frozen:
             for m in (self.encoder, self.decoder):
                 m.eval()
         return self
@@ -103,9 +95,26 @@ class ShiftVAEModule(BaseModuleClass):
     def _keep_frozen_in_eval(self):
         # Lightning may restore submodule modes one by one; frozen networks must not update
         # batch-norm statistics or use dropout.
-        if getattr(self, "networks_frozen", False) and (self.encoder.training or self.decoder.training):
+        if self.networks_frozen and (self.encoder.training or self.decoder.training):
             self.encoder.eval()
             self.decoder.eval()
+
+    def freeze_shared_(self, trainable_labels: torch.Tensor) -> list:
+        """Freeze everything the labels share (encoder, decoder, dispersion) for transfer
+        learning: those parameters stop requiring gradients and the networks stay in eval
+        mode (no batch-norm updates, no dropout). Of the prior's tables only the rows where
+        ``trainable_labels`` (labels,) is True receive gradients.
+
+        Returns the gradient hooks that zero the other rows; remove them
+        (``handle.remove()``) after training.
+        """
+        for name, p in self.named_parameters():
+            if not name.startswith("prior."):
+                p.requires_grad_(False)
+        self.networks_frozen = True
+        keep = trainable_labels.reshape(-1, 1).float()
+        return [p.register_hook(lambda g, keep=keep: g * keep.to(g.device))
+                for p in self.prior.parameters() if p.requires_grad]
 
     # --- scvi-tools plumbing -------------------------------------------------------------
     def _get_inference_input(self, tensors):
@@ -153,10 +162,8 @@ class ShiftVAEModule(BaseModuleClass):
         recon = -generative_outputs["px"].log_prob(x).sum(-1)
         kl_latent = self.prior.kl_per_latent(qz.loc, qz.scale, labels)  # (cells, d)
         kl_local = kl_latent.sum(-1)
-        # penalty_scale "cells" tempers the mask prior: -log p(m) is paid once per cell of a
-        # perturbation (weight n_obs / n_labels) instead of once per data set.
-        tempered = getattr(self.prior, "penalty_scale", "dataset") == "cells"
-        kl_global = self.prior.penalty(prior_weight=self.n_obs / self.prior.n_labels if tempered else 1.0)
+        # A tempered mask prior is paid by every cell of a perturbation: n_obs / n_labels.
+        kl_global = self.prior.penalty(cells_per_label=self.n_obs / self.prior.n_labels)
         weight = kl_weight * self.beta
         global_term = kl_weight * kl_global / self.n_obs
         if self.training and self.kl_free_bits > 0:
@@ -181,6 +188,27 @@ class ShiftVAEModule(BaseModuleClass):
 
     # --- the alignment step of the sparse models ---------------------------------------
     @torch.no_grad()
+    def align_(self, rotation=None, seed: int = 0) -> dict:
+        """End the dense warm-up of a sparse prior: rotate the latent space by ``rotation``
+        ((d, d) orthogonal; default the sparsest rotation of the learned shifts, see
+        :func:`svae_lite.alignment.sparsest_rotation`), initialise the masks from the rotated
+        shifts and switch them on.
+
+        Returns ``{"objective": float (nan for a given rotation), "rotation": (d, d) array}``.
+        Latents after the step are the latents before it times the rotation.
+        """
+        if not self.prior.learns_targets:
+            raise ValueError(f"{type(self.prior).__name__} has no masks: only sparse models are aligned.")
+        if rotation is None:
+            shifts = self.prior.perturbation_shifts().cpu().numpy()
+            R, objective = sparsest_rotation(shifts, seed=seed)
+        else:
+            R, objective = np.asarray(rotation, dtype=np.float64), float("nan")
+        self.rotate_latents_(torch.as_tensor(R, dtype=torch.float32))
+        self.prior.start_sparse_phase()
+        return {"objective": objective, "rotation": R}
+
+    @torch.no_grad()
     def rotate_latents_(self, R: torch.Tensor):
         """Reparameterise the latent space as z' = z @ R (R orthogonal, (d, d)).
 
@@ -197,45 +225,3 @@ class ShiftVAEModule(BaseModuleClass):
         first = self.decoder[0]
         first.weight.copy_(first.weight @ R)
         self.prior.rotate_(R)
-
-
-def sparsest_rotation(S: np.ndarray, n_restarts: int = 10, n_steps: int = 400, seed: int = 0,
-                      eps: float = 1e-2) -> tuple[np.ndarray, float]:
-    """Orthogonal R (d, d) minimising the smoothed L1 norm of ``S @ R``.
-
-    ``S`` (perturbations, d) holds the dense shifts of a fitted model. If the latent space is
-    the true one up to a rotation, the true shifts are sparse, so the rotation that makes
-    ``S @ R`` sparsest undoes it. Several random restarts; the lowest objective wins (no
-    ground truth used). Returns ``(R, objective)``.
-    """
-    with torch.enable_grad():
-        return _sparsest_rotation(S, n_restarts, n_steps, seed, eps)
-
-
-def _sparsest_rotation(S, n_restarts, n_steps, seed, eps):
-    S_t = torch.as_tensor(S, dtype=torch.float64)
-    d = S_t.shape[1]
-    scale = S_t.abs().max().clamp(min=1e-8)
-    S_t = S_t / scale
-    gen = torch.Generator().manual_seed(seed)
-    # Starting rotations: the identity, then random ones.
-    Q0 = torch.eye(d, dtype=torch.float64).repeat(n_restarts, 1, 1)
-    for r in range(1, n_restarts):
-        A = torch.randn(d, d, generator=gen, dtype=torch.float64)
-        Q0[r] = torch.linalg.matrix_exp(A - A.T)
-    # All restarts are optimised at once (about 8x faster than one after another): the
-    # gradient of the summed objective for restart r is that of restart r alone, and Adam
-    # acts elementwise, so this is n_restarts independent runs.
-    X = torch.zeros(n_restarts, d, d, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.Adam([X], lr=0.05)
-    for _ in range(n_steps):
-        R = Q0 @ torch.linalg.matrix_exp(X - X.transpose(1, 2))
-        obj = torch.sqrt((S_t @ R) ** 2 + eps**2).sum()
-        opt.zero_grad()
-        obj.backward()
-        opt.step()
-    with torch.no_grad():
-        R = Q0 @ torch.linalg.matrix_exp(X - X.transpose(1, 2))
-        objs = torch.sqrt((S_t @ R) ** 2 + eps**2).sum((1, 2))
-    best = int(torch.argmin(objs))  # the first of equal minima, as one by one
-    return R[best].numpy(), float(objs[best])

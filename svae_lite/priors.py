@@ -1,15 +1,23 @@
 """Latent priors p(z | a): the only part of the generative model that differs between models.
 
 Every prior is indexed by the perturbation code ``a`` of each cell (``control_index`` is the
-control group) and provides
+control group; control cells always use the base mechanism N(0, I)) and answers the same
+methods, so that the module and the models never ask which prior they hold:
 
-- ``kl_per_latent(qz_loc, qz_scale, labels)``: KL( q(z_j|x) || p(z_j|a) ) per cell and latent,
-  (cells, d), in nats; ``kl(...)`` is its sum over latents, (cells,);
-- ``log_prob(z, labels)``: log p(z|a) for importance sampling (``z``: (..., cells, d));
-- ``penalty()``: the global term of the ELBO (e.g. -log p(mask) + log q(mask)), in nats;
-- ``intervention_probabilities()``: (categories, d) probability that each latent is targeted.
+- ``kl_per_latent(qz_loc, qz_scale, labels)``: KL( q(z_j|x) || p(z_j|a) ) per cell and
+  latent, (cells, d), nats; ``kl(...)`` is its sum over latents, (cells,);
+- ``log_prob(z, labels)``: log p(z|a) at the most probable mask, for importance sampling
+  (``z``: (..., cells, d));
+- ``penalty(cells_per_label)``: the global term of the ELBO (KL of the masks), nats;
+- ``compose(codes)``: the prior of a combination of perturbations ("A+B"), (d,) loc and scale;
+- ``shifts()``: the learned mean shifts at the most probable mask, (labels, d);
+- ``intervention_probabilities()``: (labels, d) probability that each latent is targeted;
+- ``set_dense(flag)`` and ``start_sparse_phase()``: the phases of the sparse models' training (a
+  no-op or an error for priors without masks);
+- ``rotate_(R)``: re-express the prior in rotated latent coordinates z' = z @ R.
 
-Control cells always use the base mechanism N(0, I).
+Two class attributes say what a prior can do: ``has_shifts`` (perturbation-specific
+parameters exist: iVAE, sVAE, sVAE+) and ``learns_targets`` (sparse masks: sVAE, sVAE+).
 """
 from __future__ import annotations
 
@@ -21,11 +29,11 @@ import torch.nn.functional as F
 
 from ._validation import check_positive_float
 
-__all__ = ["StandardNormal", "DenseShift", "SparseShift", "gaussian_kl"]
+__all__ = ["StandardNormal", "DenseShift", "SparseShift", "gaussian_kl", "make_prior"]
 
 
 def gaussian_kl(q_loc, q_scale, p_loc, p_scale):
-    """Elementwise KL( N(q_loc, q_scale^2) || N(p_loc, p_scale^2) )."""
+    """Elementwise KL( N(q_loc, q_scale^2) || N(p_loc, p_scale^2) ), nats."""
     var_ratio = (q_scale / p_scale) ** 2
     return 0.5 * (var_ratio + ((q_loc - p_loc) / p_scale) ** 2 - 1.0 - torch.log(var_ratio))
 
@@ -34,16 +42,23 @@ def _normal_log_prob(z, loc, scale):
     return -0.5 * ((z - loc) / scale) ** 2 - torch.log(scale) - 0.5 * math.log(2 * math.pi)
 
 
+def _log_beta(x, y):
+    return torch.lgamma(x) + torch.lgamma(y) - torch.lgamma(x + y)
+
+
 class StandardNormal(nn.Module):
     """p(z | a) = N(0, I) for every cell (VAE and beta-VAE)."""
 
-    sparse = False
+    has_shifts = False
+    learns_targets = False
 
     def __init__(self, n_labels: int, n_latent: int, control_index: int):
         super().__init__()
         self.n_labels, self.n_latent, self.control_index = n_labels, n_latent, control_index
 
     def loc_scale(self, labels, mask=None):
+        """Prior mean and standard deviation of each cell: two (cells, d) tensors.
+        ``mask`` (labels, d) gates the interventions (None: all on)."""
         shape = (labels.shape[0], self.n_latent)
         zero = torch.zeros(shape, device=labels.device)
         return zero, torch.ones_like(zero)
@@ -58,24 +73,44 @@ class StandardNormal(nn.Module):
         return gaussian_kl(q_loc, q_scale, loc, scale)
 
     def log_prob(self, z, labels):
+        """log p(z | a) summed over latents at the most probable mask: z.shape[:-1], nats."""
         loc, scale = self.loc_scale(labels, mask=self.map_mask())
         return _normal_log_prob(z, loc, scale).sum(-1)
 
     def map_mask(self):
+        """The most probable mask (labels, d) in {0, 1}; None where every latent may shift."""
         return None
 
-    def penalty(self, prior_weight=1.0):
+    def penalty(self, cells_per_label=1.0):
+        """Global term of the ELBO (nats): none for a prior without masks."""
         return torch.zeros((), device=self._device())
+
+    def compose(self, codes):
+        """Prior of the combination of the perturbations ``codes`` (list of int): (d,) loc
+        and (d,) scale. N(0, I) for every combination."""
+        return torch.zeros(self.n_latent), torch.ones(self.n_latent)
+
+    def shifts(self):
+        """Mean shift of every latent per label (labels, d) at the most probable mask."""
+        raise ValueError("This model has no perturbation shifts: its prior is N(0, I) for every cell.")
+
+    def intervention_probabilities(self):
+        """(labels, d) probability that each label targets each latent: 0 for N(0, I)."""
+        return torch.zeros(self.n_labels, self.n_latent)
+
+    def set_dense(self, dense: bool) -> None:
+        """Hold the masks at 1 (``True``, the dense warm-up) or use them: no masks here."""
+
+    def start_sparse_phase(self) -> None:
+        """End the dense warm-up: masks initialised from the shifts and switched on."""
+        raise ValueError(f"{type(self).__name__} has no masks: only sparse priors have a sparse phase.")
+
+    def rotate_(self, R):
+        """Re-express the prior in rotated latent coordinates z' = z @ R (N(0, I) is invariant)."""
 
     def _device(self):
         p = next(self.parameters(), None)
         return p.device if p is not None else torch.device("cpu")
-
-    def intervention_probabilities(self):
-        return torch.zeros(self.n_labels, self.n_latent)
-
-    def rotate_(self, R):
-        """Re-express the prior in rotated latent coordinates z' = z @ R (N(0, I) is invariant)."""
 
 
 class DenseShift(StandardNormal):
@@ -87,6 +122,8 @@ class DenseShift(StandardNormal):
         Also learn a per-perturbation, per-latent log standard deviation (stochastic
         interventions that change the variance).
     """
+
+    has_shifts = True
 
     def __init__(self, n_labels, n_latent, control_index, learn_scale: bool = True):
         super().__init__(n_labels, n_latent, control_index)
@@ -105,6 +142,22 @@ class DenseShift(StandardNormal):
         loc = (g * self.shift)[labels]
         scale = torch.exp((g * self.log_scale)[labels])
         return loc, scale
+
+    def compose(self, codes):
+        """The union of the perturbations' targets, their shifts and log-scales added (the
+        mechanisms of independent interventions on different latents combine this way)."""
+        g = self._gate(self.map_mask())
+        idx = torch.as_tensor(list(codes), dtype=torch.long, device=self.shift.device)
+        loc = (g * self.shift)[idx].sum(0)
+        log_scale = (g * self.log_scale)[idx].sum(0)
+        return loc.detach().cpu(), torch.exp(log_scale).detach().cpu()
+
+    def shifts(self):
+        return (self._gate(self.map_mask()) * self.shift).detach().cpu()
+
+    def perturbation_shifts(self):
+        """Learned shifts of the perturbed labels only (no masks): (perturbations, d)."""
+        return self.shift[self.is_perturbed.squeeze(1).bool()].detach()
 
     def intervention_probabilities(self):
         return self.is_perturbed.expand(-1, self.n_latent).detach().cpu().clone()
@@ -142,17 +195,16 @@ class SparseShift(DenseShift):
         ``"dataset"``: the mask term enters the loss once, as in the ELBO; with thousands of
         cells it is then negligible and spurious mask entries that absorb small misfits stay
         on. ``"cells"``: the prior term -log p(m) is paid by every cell of the perturbation
-        (a tempered prior, weight = cells per perturbation; the entropy of q(m) keeps weight
-        1), so a mask entry must improve each cell's fit by about the per-entry penalty (in
-        nats) to stay on; the sparsity strength then does not fade as screens grow.
+        (a tempered prior; the entropy of q(m) keeps weight 1), so a mask entry must improve
+        each cell's fit by about the per-entry penalty (nats) to stay on, and the sparsity
+        strength does not fade as screens grow.
     penalty_weight
-        Multiplies -log p(m) (after ``penalty_scale``): a tempered prior. With
-        ``penalty_scale="cells"`` an active entry then costs about ``penalty_weight`` times
-        its prior code length (nats) per cell; for ``"l0"`` this is the same as scaling
-        ``sparsity``.
+        Multiplies -log p(m) (after ``penalty_scale``): with ``penalty_scale="cells"`` an
+        active entry then costs about ``penalty_weight`` times its prior code length (nats)
+        per cell; for ``"l0"`` this is the same as scaling ``sparsity``.
     """
 
-    sparse = True
+    learns_targets = True
 
     def __init__(self, n_labels, n_latent, control_index, learn_scale=True, penalty="beta_bernoulli",
                  sparsity: float = 1.0, estimator: str = "gumbel", temperature: float = 0.5,
@@ -173,7 +225,11 @@ class SparseShift(DenseShift):
         self.register_buffer("dense", torch.tensor(False))
         self._sample = None
 
+    def set_dense(self, dense: bool) -> None:
+        self.dense.fill_(bool(dense))
+
     def probs(self):
+        """q(m = 1) of every label and latent, (labels, d); 0 for the control row."""
         return torch.sigmoid(self.mask_logit) * self.is_perturbed
 
     def map_mask(self):
@@ -202,29 +258,32 @@ class SparseShift(DenseShift):
         kl_on = gaussian_kl(q_loc, q_scale, loc, scale)
         return p * kl_on + (1 - p) * kl_off
 
-    def penalty(self, prior_weight=1.0):
-        """KL(q(m) || p(m)) in nats, with -log p(m) weighted by ``prior_weight`` times
-        ``penalty_weight`` (a tempered prior; a product of 1 = the ELBO)."""
+    def penalty(self, cells_per_label=1.0):
+        """KL(q(m) || p(m)) in nats, -log p(m) weighted by ``penalty_weight`` and, with
+        ``penalty_scale="cells"``, by ``cells_per_label`` (a tempered prior; a product of 1
+        is the ELBO). None while the masks are held at 1."""
         if bool(self.dense):
             return torch.zeros((), device=self.mask_logit.device)
-        prior_weight = prior_weight * self.penalty_weight
+        weight = self.penalty_weight * (cells_per_label if self.penalty_scale == "cells" else 1.0)
         rows = self.is_perturbed.squeeze(1).bool()
         logit = self.mask_logit[rows]
         p = torch.sigmoid(logit)
         if self.penalty_kind == "l0":
-            return prior_weight * self.sparsity * p.sum()
-        # KL(q(m) || p(m)) = E_q[log q(m)] - E_q[log p(m)], Beta(a=1, b=sparsity) integrated out
-        # per latent: log p(m_.j) = log B(a + n_j, b + K - n_j) - log B(a, b).
+            return weight * self.sparsity * p.sum()
         neg_entropy = (p * F.logsigmoid(logit) + (1 - p) * F.logsigmoid(-logit)).sum()
+        return neg_entropy - weight * self._log_prior(logit, rows)
+
+    def _log_prior(self, logit, rows):
+        """log p(m) under Beta(1, sparsity)-Bernoulli masks, the Beta integrated out per
+        latent: sum_j log B(1 + n_j, b + K - n_j) - log B(1, b), n_j the active entries."""
         if self.training and self.estimator == "gumbel" and self._sample is not None:
             n_on = self._sample[rows].sum(0)
         else:
-            n_on = p.sum(0)
+            n_on = torch.sigmoid(logit).sum(0)
         K = float(logit.shape[0])
         a, b = 1.0, self.sparsity
-        log_beta = lambda x, y: torch.lgamma(x) + torch.lgamma(y) - torch.lgamma(x + y)  # noqa: E731
-        log_p = (log_beta(a + n_on, b + K - n_on) - math.lgamma(a) - math.lgamma(b) + math.lgamma(a + b)).sum()
-        return neg_entropy - prior_weight * log_p
+        return (_log_beta(a + n_on, b + K - n_on)
+                - math.lgamma(a) - math.lgamma(b) + math.lgamma(a + b)).sum()
 
     def intervention_probabilities(self):
         if bool(self.dense):
@@ -235,3 +294,19 @@ class SparseShift(DenseShift):
     def init_mask_from_shifts(self, threshold: float = 1.0, slope: float = 3.0):
         """Set mask logits from the size of each (dense) shift: |delta| > threshold -> on."""
         self.mask_logit.copy_(slope * (self.shift.abs() - threshold))
+
+    @torch.no_grad()
+    def start_sparse_phase(self) -> None:
+        self.init_mask_from_shifts()
+        self.set_dense(False)
+
+
+def make_prior(kind: str, n_labels: int, n_latent: int, control_index: int, **kwargs):
+    """Build a prior by name: ``standard``, ``dense`` or ``sparse``."""
+    if kind == "standard":
+        return StandardNormal(n_labels, n_latent, control_index)
+    if kind == "dense":
+        return DenseShift(n_labels, n_latent, control_index, **kwargs)
+    if kind == "sparse":
+        return SparseShift(n_labels, n_latent, control_index, **kwargs)
+    raise ValueError(f"prior kind {kind!r}: choose 'standard', 'dense' or 'sparse'.")
