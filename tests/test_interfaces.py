@@ -1,0 +1,164 @@
+"""The interfaces between model, module and prior, and the inputs they refuse."""
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+import svae_lite as sl
+from svae_lite.priors import DenseShift, SparseShift, StandardNormal
+
+FIT = dict(enable_progress_bar=False, batch_size=64)
+
+
+# ---------------------------------------------------------------- bad inputs
+def test_only_control_cells_is_refused_by_shift_models(small_train):
+    ctrl = small_train[small_train.obs["perturbation"] == "control"].copy()
+    for cls in (sl.iVAE, sl.SVAE, sl.SVAEPlus):
+        cls.setup_anndata(ctrl)
+        with pytest.raises(ValueError, match="only control cells.*use VAE"):
+            cls(ctrl, n_latent=3)
+    sl.VAE.setup_anndata(ctrl)
+    model = sl.VAE(ctrl, n_latent=3)  # a VAE needs no perturbations
+    model.train(max_epochs=1, **FIT)
+    assert np.isfinite(model.get_latent_representation()).all()
+
+
+def test_duplicate_gene_names_are_refused(small_train):
+    dup = small_train.copy()
+    names = list(dup.var_names)
+    names[1] = names[0]
+    dup.var_names = names
+    with pytest.raises(ValueError, match=r"duplicated gene names.*var_names_make_unique"):
+        sl.SVAEPlus.setup_anndata(dup)
+    assert "_svae_perturbation" not in dup.obs  # nothing registered
+
+
+# ---------------------------------------------------------------- priors
+def test_priors_answer_the_same_methods():
+    labels = torch.tensor([0, 1, 2])
+    for prior in (StandardNormal(3, 4, 0), DenseShift(3, 4, 0), SparseShift(3, 4, 0)):
+        loc, scale = prior.compose([1, 2])
+        assert loc.shape == scale.shape == (4,)
+        assert prior.kl_per_latent(torch.zeros(3, 4), torch.ones(3, 4), labels).shape == (3, 4)
+        assert prior.intervention_probabilities().shape == (3, 4)
+        assert float(prior.penalty(cells_per_label=10.0)) >= 0.0 or prior.learns_targets
+        prior.set_dense(True)
+    with pytest.raises(ValueError, match="no perturbation shifts"):
+        StandardNormal(3, 4, 0).shifts()
+    with pytest.raises(ValueError, match="no masks"):
+        DenseShift(3, 4, 0).start_sparse_phase()
+
+
+def test_compose_adds_shifts_and_log_scales_over_the_union_of_targets():
+    prior = SparseShift(3, 4, 0, estimator="exact")
+    with torch.no_grad():
+        prior.shift.copy_(torch.arange(12.0).reshape(3, 4))
+        prior.log_scale.fill_(0.1)
+        prior.mask_logit.copy_(torch.tensor([[5.0] * 4, [5, -5, -5, -5], [-5, 5, -5, -5]]))
+    loc, scale = prior.compose([1, 2])
+    np.testing.assert_allclose(loc.numpy(), [4.0, 9.0, 0.0, 0.0])
+    np.testing.assert_allclose(scale.numpy(), np.exp([0.1, 0.1, 0.0, 0.0]), rtol=1e-6)
+    np.testing.assert_allclose(prior.shifts()[1].numpy(), [4.0, 0.0, 0.0, 0.0])
+    prior.set_dense(True)  # masks held at 1: every latent shifts
+    np.testing.assert_allclose(prior.compose([1])[0].numpy(), [4.0, 5.0, 6.0, 7.0])
+
+
+def test_tempered_penalty_uses_cells_per_label_only_when_asked():
+    def pen(scale, cells):
+        torch.manual_seed(0)
+        p = SparseShift(5, 3, 0, penalty="l0", sparsity=1.0, penalty_scale=scale)
+        return float(p.penalty(cells_per_label=cells))
+
+    assert pen("dataset", 10.0) == pytest.approx(pen("dataset", 1.0))
+    assert pen("cells", 10.0) == pytest.approx(10 * pen("cells", 1.0))
+
+
+# ---------------------------------------------------------------- module
+def test_freeze_shared_trains_only_the_new_rows(small_train):
+    sl.iVAE.setup_anndata(small_train)
+    module = sl.iVAE(small_train, n_latent=3).module
+    trainable = torch.zeros(module.prior.n_labels, dtype=torch.bool)
+    trainable[-1] = True
+    hooks = module.freeze_shared_(trainable)
+    module.train()
+    assert module.networks_frozen and not module.encoder.training
+    assert all(not p.requires_grad for n, p in module.named_parameters() if not n.startswith("prior."))
+    codes = torch.arange(module.prior.n_labels)
+    loc, _ = module.prior.loc_scale(codes)
+    loc.sum().backward()
+    grad = module.prior.shift.grad
+    assert torch.all(grad[:-1] == 0) and torch.all(grad[-1] != 0)
+    for h in hooks:
+        h.remove()
+
+
+def test_alignment_rotation_hook_and_record(small_train):
+    sl.SVAEPlus.setup_anndata(small_train)
+    model = sl.SVAEPlus(small_train, n_latent=3, n_hidden=16)
+    seen = {}
+
+    def hook(m):
+        seen["z"] = m.get_latent_representation()
+        return None  # keep the sparsest rotation
+
+    model.train(max_epochs=4, dense_fraction=0.5, alignment_rotation=hook, **FIT)
+    rec = model.alignment_
+    assert rec["epoch"] == 2 and np.isfinite(rec["objective"])
+    R = rec["rotation"]
+    np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-6)
+    assert seen["z"].shape == (small_train.n_obs, 3)
+    sl.iVAE.setup_anndata(small_train)
+    with pytest.raises(ValueError, match="only apply to sparse models"):
+        sl.iVAE(small_train, n_latent=3).train(max_epochs=1, alignment_rotation=np.eye(3), **FIT)
+
+
+def test_align_rotates_latents_exactly(small_train):
+    sl.SVAEPlus.setup_anndata(small_train)
+    model = sl.SVAEPlus(small_train, n_latent=3, n_hidden=16)
+    model.module.prior.set_dense(True)
+    before = model.get_latent_representation()
+    R = np.linalg.qr(np.random.default_rng(0).standard_normal((3, 3)))[0]
+    rec = model.module.align_(rotation=R)
+    np.testing.assert_allclose(model.get_latent_representation(), before @ R, atol=1e-4)
+    assert np.isnan(rec["objective"]) and not bool(model.module.prior.dense)
+
+
+# ---------------------------------------------------------------- model
+def test_queries_read_sparse_counts_like_dense(small_train):
+    sl.iVAE.setup_anndata(small_train)
+    model = sl.iVAE(small_train, n_latent=3, n_hidden=16)
+    dense = small_train.copy()
+    dense.X = np.asarray(dense.X.toarray() if sp.issparse(dense.X) else dense.X)
+    sparse = small_train.copy()
+    sparse.X = sp.csr_matrix(dense.X)
+    np.testing.assert_array_equal(model.get_latent_representation(dense, batch_size=7),
+                                  model.get_latent_representation(sparse, batch_size=7))
+    lls = []
+    for data in (dense, sparse):
+        torch.manual_seed(0)  # the importance samples
+        lls.append(model.get_marginal_ll(data, n_samples=3))
+    np.testing.assert_allclose(lls[0], lls[1], rtol=1e-5)
+
+
+def test_validation_split_is_seeded(small_train):
+    sl.VAE.setup_anndata(small_train)
+    hist = []
+    for _ in range(2):
+        m = sl.VAE(small_train, n_latent=3, n_hidden=16, seed=0)
+        m.train(max_epochs=2, train_size=0.8, check_val_every_n_epoch=1, seed=5, **FIT)
+        hist.append(m.history["elbo_validation"].to_numpy())
+    np.testing.assert_array_equal(hist[0], hist[1])
+
+
+def test_plan_options_follow_scvi_tools():
+    from svae_lite._validation import check_plan_kwargs, plan_kwargs_options
+
+    opts = plan_kwargs_options()
+    assert {"lr", "prior_lr", "n_epochs_kl_warmup", "max_kl_weight"} <= set(opts)
+    with pytest.raises(ValueError, match="not supported"):
+        check_plan_kwargs({"optimizer": "AdamW"}, 10)
+
+
+def test_load_names_a_missing_save(tmp_path, small_train):
+    with pytest.raises(FileNotFoundError, match="No saved model"):
+        sl.SVAEPlus.load(str(tmp_path / "nowhere"), adata=small_train)
