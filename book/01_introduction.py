@@ -76,24 +76,12 @@
 # $d = 2$, using nothing but NumPy and the matching metric of `svae_lite`.
 
 # %% tags=["hide-input"]
-# Setup: on Colab, install svae_lite from its repository; quiet logs; figure style.
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-if "google.colab" in sys.modules and not Path("/content/svae_lite").exists():
-    subprocess.run(["git", "clone", "--depth", "1", "https://github.com/svae-lite/svae_lite",
-                    "/content/svae_lite"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "/content/svae_lite"], check=True)
-    os.chdir("/content/svae_lite/book")
-for _dir in (Path.cwd(), Path.cwd() / "book"):
-    if (_dir / "_helpers.py").exists():
-        sys.path.insert(0, str(_dir))
-        break
-import _helpers as H
-
-T0 = H.setup()
+# Set-up: on Colab, install svae_lite from its repository; load the book's helpers as H.
+import os, subprocess, sys
+if "google.colab" in sys.modules and not os.path.isdir("/content/svae_lite"):
+    subprocess.run("cd /content && git clone --depth 1 https://github.com/svae-lite/svae_lite"
+                   " && pip install -q ./svae_lite", shell=True, check=True)
+sys.path += ["book", "/content/svae_lite/book"]; import _helpers as H; H.setup()
 
 # %% tags=["parameters"]
 # Parameters (papermill: -p NAME VALUE). This chapter is cheap at any scale.
@@ -102,12 +90,11 @@ n_cells = 20000 if FULL else 4000  # cells per group in the toy example
 n_angles = 181 if FULL else 91     # rotations tried between 0 and 90 degrees
 seed = 0
 
-# %%
+# %% tags=["remove-input"]
 # Validate the parameters first: a bad value fails here with a message naming it.
-from svae_lite._validation import check_parameters
+globals().update(H.check_parameters(n_cells=n_cells, n_angles=n_angles, seed=seed))
 
-globals().update(check_parameters(n_cells=n_cells, n_angles=n_angles, seed=seed))
-
+# %%
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -218,7 +205,7 @@ H.save_results("01_introduction", {
     "mcc_at_densest": float(worst["MCC with true latents"]),
     "control_ll_range": float(ll_range),
 })
-print(f"chapter ran in {H.elapsed(T0)}")
+print(f"chapter ran in {H.elapsed()}")
 
 # %% [markdown]
 # - The control cells cannot choose an angle: their likelihood is flat in $\theta$ (up to

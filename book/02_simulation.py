@@ -36,24 +36,12 @@
 # gives the same data, bit for bit).
 
 # %% tags=["hide-input"]
-# Setup: on Colab, install svae_lite from its repository; quiet logs; figure style.
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-if "google.colab" in sys.modules and not Path("/content/svae_lite").exists():
-    subprocess.run(["git", "clone", "--depth", "1", "https://github.com/svae-lite/svae_lite",
-                    "/content/svae_lite"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "/content/svae_lite"], check=True)
-    os.chdir("/content/svae_lite/book")
-for _dir in (Path.cwd(), Path.cwd() / "book"):
-    if (_dir / "_helpers.py").exists():
-        sys.path.insert(0, str(_dir))
-        break
-import _helpers as H
-
-T0 = H.setup()
+# Set-up: on Colab, install svae_lite from its repository; load the book's helpers as H.
+import os, subprocess, sys
+if "google.colab" in sys.modules and not os.path.isdir("/content/svae_lite"):
+    subprocess.run("cd /content && git clone --depth 1 https://github.com/svae-lite/svae_lite"
+                   " && pip install -q ./svae_lite", shell=True, check=True)
+sys.path += ["book", "/content/svae_lite/book"]; import _helpers as H; H.setup()
 
 # %% tags=["parameters"]
 # Parameters (papermill: -p NAME VALUE). SVAE_LITE_FULL=1 switches to the full-scale values
@@ -67,15 +55,14 @@ n_genes = 100 if FULL else 80
 seed = 0
 n_umap_cells = 20000 if FULL else 6000  # cells embedded by UMAP
 
-# %%
+# %% tags=["remove-input"]
 # Validate the parameters first: a bad value fails here with a message naming it.
-from svae_lite._validation import check_parameters
-
-globals().update(check_parameters(
+globals().update(H.check_parameters(
     n_latent=n_latent, n_perturbations=n_perturbations, n_heldout=n_heldout,
     n_cells_per_perturbation=n_cells_per_perturbation, n_genes=n_genes, seed=seed,
     n_umap_cells=n_umap_cells))
 
+# %%
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -176,7 +163,7 @@ print(f"silhouette of perturbation labels in PCA space: {sil:.2f}")
 print(f"MCC between true latents and the top {n_latent} principal components: {pca_mcc:.2f}")
 H.save_results("02_simulation", {"pca_mcc": pca_mcc, "silhouette": float(sil),
                                  "mean_targets": float(true.sum(1).mean())})
-print(f"chapter ran in {H.elapsed(T0)}")
+print(f"chapter ran in {H.elapsed()}")
 
 # %% [markdown]
 # - Each perturbation changes one to three latents and leaves the others alone, as the

@@ -36,24 +36,12 @@
 # chapter 1's argument, turned into an algorithm (see `help(sl.SVAEPlus.train)`).
 
 # %% tags=["hide-input"]
-# Setup: on Colab, install svae_lite from its repository; quiet logs; figure style.
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-if "google.colab" in sys.modules and not Path("/content/svae_lite").exists():
-    subprocess.run(["git", "clone", "--depth", "1", "https://github.com/svae-lite/svae_lite",
-                    "/content/svae_lite"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "/content/svae_lite"], check=True)
-    os.chdir("/content/svae_lite/book")
-for _dir in (Path.cwd(), Path.cwd() / "book"):
-    if (_dir / "_helpers.py").exists():
-        sys.path.insert(0, str(_dir))
-        break
-import _helpers as H
-
-T0 = H.setup()
+# Set-up: on Colab, install svae_lite from its repository; load the book's helpers as H.
+import os, subprocess, sys
+if "google.colab" in sys.modules and not os.path.isdir("/content/svae_lite"):
+    subprocess.run("cd /content && git clone --depth 1 https://github.com/svae-lite/svae_lite"
+                   " && pip install -q ./svae_lite", shell=True, check=True)
+sys.path += ["book", "/content/svae_lite/book"]; import _helpers as H; H.setup()
 
 # %% tags=["parameters"]
 # Parameters (papermill: -p NAME VALUE). CI-scale defaults; SVAE_LITE_FULL=1 or the
@@ -76,11 +64,9 @@ sweep_models = ["iVAE", "SVAEPlus"]
 sweep_targets = [[1, 1], [3, 5]]          # (low, high) targets per perturbation
 sweep_n_train = [16, 32] if FULL else [8, 16]   # training perturbations kept
 
-# %%
+# %% tags=["remove-input"]
 # Validate the parameters first: a bad value fails here with a message naming it.
-from svae_lite._validation import check_parameters
-
-globals().update(check_parameters(
+globals().update(H.check_parameters(
     n_latent=n_latent, n_perturbations=n_perturbations, n_heldout=n_heldout,
     n_cells_per_perturbation=n_cells_per_perturbation, n_genes=n_genes, sim_seed=sim_seed,
     models=models, seeds=seeds, max_epochs=max_epochs, run_sweeps=run_sweeps,
@@ -89,7 +75,7 @@ globals().update(check_parameters(
 if isinstance(sweep_targets, str):  # papermill passes lists as strings
     import json
     sweep_targets = json.loads(sweep_targets)
-sweep_targets = [check_parameters(n_targets=t)["n_targets"] for t in sweep_targets]
+sweep_targets = [H.check_parameters(n_targets=t)["n_targets"] for t in sweep_targets]
 if max(hi for _, hi in sweep_targets) > n_latent:
     raise ValueError(f"Invalid parameter sweep_targets={sweep_targets}: a perturbation cannot "
                      f"target more than n_latent={n_latent} latents.")
@@ -97,6 +83,7 @@ if max(sweep_n_train) > n_perturbations - n_heldout:
     raise ValueError(f"Invalid parameter sweep_n_train={sweep_n_train}: there are only "
                      f"{n_perturbations - n_heldout} training perturbations.")
 
+# %%
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -322,7 +309,7 @@ H.save_results("03_identifiability", {
     "scores": scores.to_dict(orient="records"),
     "sweeps": sweeps.to_dict(orient="records"),
 })
-print(f"chapter ran in {H.elapsed(T0)}")
+print(f"chapter ran in {H.elapsed()}")
 
 # %% [markdown]
 # How to read these numbers:

@@ -42,24 +42,12 @@
 #   been fitted to half of the held-out cells; scored on the *other* half.
 
 # %% tags=["hide-input"]
-# Setup: on Colab, install svae_lite from its repository; quiet logs; figure style.
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-if "google.colab" in sys.modules and not Path("/content/svae_lite").exists():
-    subprocess.run(["git", "clone", "--depth", "1", "https://github.com/svae-lite/svae_lite",
-                    "/content/svae_lite"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "/content/svae_lite"], check=True)
-    os.chdir("/content/svae_lite/book")
-for _dir in (Path.cwd(), Path.cwd() / "book"):
-    if (_dir / "_helpers.py").exists():
-        sys.path.insert(0, str(_dir))
-        break
-import _helpers as H
-
-T0 = H.setup()
+# Set-up: on Colab, install svae_lite from its repository; load the book's helpers as H.
+import os, subprocess, sys
+if "google.colab" in sys.modules and not os.path.isdir("/content/svae_lite"):
+    subprocess.run("cd /content && git clone --depth 1 https://github.com/svae-lite/svae_lite"
+                   " && pip install -q ./svae_lite", shell=True, check=True)
+sys.path += ["book", "/content/svae_lite/book"]; import _helpers as H; H.setup()
 
 # %% tags=["parameters"]
 # Parameters (papermill: -p NAME VALUE). The simulation and training values must equal
@@ -78,11 +66,9 @@ max_epochs = 400 if FULL else 60
 transfer_epochs = 200 if FULL else 100
 n_samples = 100 if FULL else 50          # importance samples per cell (IWELBO)
 
-# %%
+# %% tags=["remove-input"]
 # Validate the parameters first: a bad value fails here with a message naming it.
-from svae_lite._validation import check_parameters
-
-globals().update(check_parameters(
+globals().update(H.check_parameters(
     n_latent=n_latent, n_perturbations=n_perturbations, n_heldout=n_heldout,
     n_cells_per_perturbation=n_cells_per_perturbation, n_genes=n_genes, sim_seed=sim_seed,
     models=models, seed=seed, max_epochs=max_epochs, transfer_epochs=transfer_epochs,
@@ -90,6 +76,7 @@ globals().update(check_parameters(
 if n_heldout < 1:
     raise ValueError("Invalid parameter n_heldout=0: this chapter needs held-out perturbations.")
 
+# %%
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -210,7 +197,7 @@ H.save_results("04_out_of_distribution", {
     "best_after_transfer": best_after, "heldout_target_f1": heldout_f1,
     "transfer_epochs": transfer_epochs, "n_samples": n_samples,
 })
-print(f"chapter ran in {H.elapsed(T0)}")
+print(f"chapter ran in {H.elapsed()}")
 
 # %% [markdown]
 # - **Before transfer** every model treats the new cells as controls. The cells sit far

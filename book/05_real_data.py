@@ -33,24 +33,12 @@
 # guides as `control`.
 
 # %% tags=["hide-input"]
-# Setup: on Colab, install svae_lite from its repository; quiet logs; figure style.
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-if "google.colab" in sys.modules and not Path("/content/svae_lite").exists():
-    subprocess.run(["git", "clone", "--depth", "1", "https://github.com/svae-lite/svae_lite",
-                    "/content/svae_lite"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "/content/svae_lite"], check=True)
-    os.chdir("/content/svae_lite/book")
-for _dir in (Path.cwd(), Path.cwd() / "book"):
-    if (_dir / "_helpers.py").exists():
-        sys.path.insert(0, str(_dir))
-        break
-import _helpers as H
-
-T0 = H.setup()
+# Set-up: on Colab, install svae_lite from its repository; load the book's helpers as H.
+import os, subprocess, sys
+if "google.colab" in sys.modules and not os.path.isdir("/content/svae_lite"):
+    subprocess.run("cd /content && git clone --depth 1 https://github.com/svae-lite/svae_lite"
+                   " && pip install -q ./svae_lite", shell=True, check=True)
+sys.path += ["book", "/content/svae_lite/book"]; import _helpers as H; H.setup()
 
 # %% tags=["parameters"]
 # Parameters (papermill: -p NAME VALUE). CI scale subsamples the cells; full scale uses all
@@ -64,16 +52,15 @@ n_latent = 10
 max_epochs = 300 if FULL else 60
 seed = 0
 
-# %%
+# %% tags=["remove-input"]
 # Validate the parameters first: a bad value fails here with a message naming it.
-from svae_lite._validation import check_parameters
-
-globals().update(check_parameters(
+globals().update(H.check_parameters(
     data_dir=data_dir if data_dir is not None else "", max_cells_per_perturbation=max_cells_per_perturbation,
     max_control_cells=max_control_cells, models=models, n_latent=n_latent, max_epochs=max_epochs,
     seed=seed, kinds={"max_cells_per_perturbation": "int0", "max_control_cells": "int0"}))
 data_dir = data_dir or None
 
+# %%
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -99,12 +86,7 @@ print(f"{adata.n_obs} cells x {adata.n_vars} genes, {counts.size - 1} knockouts 
 print("IFN-gamma pathway knockouts:", {p: int(counts[p]) for p in pathway})
 
 # %%
-rng = np.random.default_rng(seed)
-keep = []
-for p, idx in adata.obs.groupby("perturbation", observed=True).indices.items():
-    cap = max_control_cells if p == "control" else max_cells_per_perturbation
-    keep.append(idx if not cap or idx.size <= cap else rng.choice(idx, size=cap, replace=False))
-data = adata[np.sort(np.concatenate(keep))].copy()
+data = H.cap_cells(adata, max_cells_per_perturbation, max_control_cells, rng=seed)
 data.obs["perturbation"] = data.obs["perturbation"].astype(str).astype("category")
 print(f"training on {data.n_obs} cells"
       + ("" if not max_cells_per_perturbation else
@@ -283,7 +265,7 @@ H.save_results("05_real_data", {
     "predicted_vs_observed_r_pathway": float(agree[pathway].median()),
     "n_cells": int(data.n_obs), "max_epochs": max_epochs, "main_model": main,
 })
-print(f"chapter ran in {H.elapsed(T0)}")
+print(f"chapter ran in {H.elapsed()}")
 
 # %% [markdown]
 # - The observed effects already separate the knockouts: the IFN-$\gamma$ pathway

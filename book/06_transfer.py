@@ -33,24 +33,12 @@
 #    glioblastoma lines, transferred to the third.
 
 # %% tags=["hide-input"]
-# Setup: on Colab, install svae_lite from its repository; quiet logs; figure style.
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-if "google.colab" in sys.modules and not Path("/content/svae_lite").exists():
-    subprocess.run(["git", "clone", "--depth", "1", "https://github.com/svae-lite/svae_lite",
-                    "/content/svae_lite"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "/content/svae_lite"], check=True)
-    os.chdir("/content/svae_lite/book")
-for _dir in (Path.cwd(), Path.cwd() / "book"):
-    if (_dir / "_helpers.py").exists():
-        sys.path.insert(0, str(_dir))
-        break
-import _helpers as H
-
-T0 = H.setup()
+# Set-up: on Colab, install svae_lite from its repository; load the book's helpers as H.
+import os, subprocess, sys
+if "google.colab" in sys.modules and not os.path.isdir("/content/svae_lite"):
+    subprocess.run("cd /content && git clone --depth 1 https://github.com/svae-lite/svae_lite"
+                   " && pip install -q ./svae_lite", shell=True, check=True)
+sys.path += ["book", "/content/svae_lite/book"]; import _helpers as H; H.setup()
 
 # %% tags=["parameters"]
 # Parameters (papermill: -p NAME VALUE). The simulation values equal chapter 3's so that
@@ -81,11 +69,9 @@ real_transfer_cells = [10, 30, 100, 400] if FULL else [10, 60]
 small_n_latent = 10
 small_max_epochs = 300 if FULL else 60
 
-# %%
+# %% tags=["remove-input"]
 # Validate the parameters first: a bad value fails here with a message naming it.
-from svae_lite._validation import check_parameters
-
-globals().update(check_parameters(
+globals().update(H.check_parameters(
     data_dir=data_dir if data_dir is not None else "",
     n_latent=n_latent, n_perturbations=n_perturbations, n_heldout=n_heldout,
     n_cells_per_perturbation=n_cells_per_perturbation, n_genes=n_genes, sim_seed=sim_seed,
@@ -106,6 +92,7 @@ if max(transfer_cells) > n_cells_per_perturbation // 2:
     raise ValueError(f"Invalid parameter transfer_cells={transfer_cells}: at most half of the "
                      f"{n_cells_per_perturbation} cells per perturbation are used for transfer.")
 
+# %%
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -137,6 +124,33 @@ def as_control(data):
     out.obs["perturbation"] = "control"
     return out
 
+
+def transfer_curve(model, name, pool, scored, cells, rng):
+    """Held-out log-likelihood (nats per cell) of ``scored`` under ``model`` before transfer
+    (as controls) and after transfer from the first ``n`` cells of every perturbation of
+    ``pool``, for each ``n`` in ``cells``. Returns the rows and the last transferred model."""
+    before = model.get_marginal_ll(as_control(scored), n_samples=n_samples).mean()
+    rows = [{"model": f"{name}, before transfer", "n_cells": 0, "log_likelihood": before}]
+    for n in cells:
+        new = model.transfer(first_n(pool, n, rng), max_epochs=transfer_epochs,
+                             enable_progress_bar=False)
+        ll = new.get_marginal_ll(scored, n_samples=n_samples).mean()
+        rows.append({"model": name, "n_cells": n, "log_likelihood": ll})
+    print(f"{name:9s} before {before:8.2f}; after, by cells per perturbation: "
+          + ", ".join(f"{r['n_cells']}: {r['log_likelihood']:.2f}" for r in rows[1:]))
+    return rows, new
+
+
+def plot_curves(curve, xlabel, title):
+    """The after-transfer curves, with each model's before-transfer level dotted."""
+    ax = plotting.likelihood_curves(curve[curve.n_cells > 0], x="n_cells", y="log_likelihood")
+    for i, r in enumerate(curve[curve.n_cells == 0].itertuples()):
+        ax.axhline(r.log_likelihood, ls=":", color=f"C{i}", lw=1)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("held-out log-likelihood\n(nats per cell)")
+    ax.set_title(title, fontsize=10)
+    return ax
+
 # %% [markdown]
 # Full scale: `SVAE_LITE_FULL=1`, or e.g.
 # `jupytext --to ipynb --output - book/06_transfer.py | papermill - out.ipynb -p max_epochs 400 -p real_max_cells 0 -p real_max_control 0 -p transfer_cells "[5, 10, 25, 50, 100, 250]"`.
@@ -162,23 +176,12 @@ pool, score_cells = held[fit_mask].copy(), held[~fit_mask].copy()
 curve = []
 for name in models:
     model = H.fit(getattr(sl, name), train, sim, n_latent=n_latent, max_epochs=max_epochs, seed=seed)
-    before = model.get_marginal_ll(as_control(score_cells), n_samples=n_samples).mean()
-    curve.append({"model": f"{name}, before transfer", "n_cells": 0, "log_likelihood": before})
-    for n in transfer_cells:
-        new = model.transfer(first_n(pool, n, rng), max_epochs=transfer_epochs, enable_progress_bar=False)
-        ll = new.get_marginal_ll(score_cells, n_samples=n_samples).mean()
-        curve.append({"model": name, "n_cells": n, "log_likelihood": ll})
-    print(f"{name:9s} before {before:8.2f}; after, by cells per perturbation: "
-          + ", ".join(f"{r['n_cells']}: {r['log_likelihood']:.2f}" for r in curve if r["model"] == name))
+    curve += transfer_curve(model, name, pool, score_cells, transfer_cells, rng)[0]
 sim_curve = pd.DataFrame(curve)
 
 # %%
-ax = plotting.likelihood_curves(sim_curve[sim_curve.n_cells > 0], x="n_cells", y="log_likelihood")
-for i, r in enumerate(sim_curve[sim_curve.n_cells == 0].itertuples()):
-    ax.axhline(r.log_likelihood, ls=":", color=f"C{i}", lw=1)
-ax.set_xlabel("cells per new perturbation used for transfer")
-ax.set_ylabel("held-out log-likelihood\n(nats per cell)")
-ax.set_title("simulation: dotted = before transfer", fontsize=10)
+ax = plot_curves(sim_curve, "cells per new perturbation used for transfer",
+                 "simulation: dotted = before transfer")
 
 # %% [markdown]
 # ## 1b. Few-cell transfer on a real screen: the IFN-$\gamma$ pathway
@@ -191,11 +194,7 @@ ax.set_title("simulation: dotted = before transfer", fontsize=10)
 papalexi = sl.datasets.papalexi2021(data_dir=data_dir)
 pathway = list(sl.datasets.PAPALEXI_IFNG_PATHWAY)
 rng = np.random.default_rng(seed)
-keep = []
-for p, idx in papalexi.obs.groupby("perturbation", observed=True).indices.items():
-    cap = real_max_control if p == "control" else real_max_cells
-    keep.append(idx if not cap or idx.size <= cap else rng.choice(idx, size=cap, replace=False))
-papalexi = papalexi[np.sort(np.concatenate(keep))].copy()
+papalexi = H.cap_cells(papalexi, real_max_cells, real_max_control, rng)
 in_pathway = papalexi.obs["perturbation"].isin(pathway).to_numpy()
 p_train, p_held = papalexi[~in_pathway].copy(), papalexi[in_pathway].copy()
 for a in (p_train, p_held):
@@ -211,24 +210,14 @@ for name in real_models:
                   {"dataset": "papalexi2021", "heldout": pathway, "cap": real_max_cells,
                    "cap_control": real_max_control, "seed": seed},
                   n_latent=real_n_latent, max_epochs=real_max_epochs, seed=seed)
-    before = model.get_marginal_ll(as_control(p_score), n_samples=n_samples).mean()
-    real_curve.append({"model": f"{name}, before transfer", "n_cells": 0, "log_likelihood": before})
-    for n in real_transfer_cells:
-        new = model.transfer(first_n(p_pool, n, rng), max_epochs=transfer_epochs, enable_progress_bar=False)
-        real_curve.append({"model": name, "n_cells": n,
-                           "log_likelihood": new.get_marginal_ll(p_score, n_samples=n_samples).mean()})
-        real_models_fitted[name] = new
-    print(f"{name:9s} before {before:8.2f}; after: "
-          + ", ".join(f"{r['n_cells']}: {r['log_likelihood']:.2f}" for r in real_curve if r["model"] == name))
+    rows, real_models_fitted[name] = transfer_curve(model, name, p_pool, p_score,
+                                                    real_transfer_cells, rng)
+    real_curve += rows
 real_curve = pd.DataFrame(real_curve)
 
 # %%
-ax = plotting.likelihood_curves(real_curve[real_curve.n_cells > 0], x="n_cells", y="log_likelihood")
-for i, r in enumerate(real_curve[real_curve.n_cells == 0].itertuples()):
-    ax.axhline(r.log_likelihood, ls=":", color=f"C{i}", lw=1)
-ax.set_xlabel("cells per held-out knockout used for transfer")
-ax.set_ylabel("held-out log-likelihood\n(nats per cell)")
-ax.set_title("Papalexi, IFN-gamma pathway held out: dotted = before", fontsize=10)
+ax = plot_curves(real_curve, "cells per held-out knockout used for transfer",
+                 "Papalexi, IFN-gamma pathway held out: dotted = before")
 
 # %% [markdown]
 # After transfer with the most cells, the sparse model's learned targets for the five
@@ -428,7 +417,7 @@ H.save_results("06_transfer", {
     "mcfaline_similarity": {k: {"same_gene": v[0], "other_gene": v[1]} for k, v in mcf_similarity.items()},
     "transfer_cells": transfer_cells, "real_transfer_cells": real_transfer_cells,
 })
-print(f"chapter ran in {H.elapsed(T0)}")
+print(f"chapter ran in {H.elapsed()}")
 
 # %% [markdown]
 # - **Few cells.** Transfer always helps over "treat the new cells as controls". The claim

@@ -25,35 +25,22 @@
 # reads the new results.
 
 # %% tags=["hide-input"]
-# Setup: on Colab, install svae_lite from its repository; quiet logs; figure style.
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-if "google.colab" in sys.modules and not Path("/content/svae_lite").exists():
-    subprocess.run(["git", "clone", "--depth", "1", "https://github.com/svae-lite/svae_lite",
-                    "/content/svae_lite"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "/content/svae_lite"], check=True)
-    os.chdir("/content/svae_lite/book")
-for _dir in (Path.cwd(), Path.cwd() / "book"):
-    if (_dir / "_helpers.py").exists():
-        sys.path.insert(0, str(_dir))
-        break
-import _helpers as H
-
-T0 = H.setup()
+# Set-up: on Colab, install svae_lite from its repository; load the book's helpers as H.
+import os, subprocess, sys
+if "google.colab" in sys.modules and not os.path.isdir("/content/svae_lite"):
+    subprocess.run("cd /content && git clone --depth 1 https://github.com/svae-lite/svae_lite"
+                   " && pip install -q ./svae_lite", shell=True, check=True)
+sys.path += ["book", "/content/svae_lite/book"]; import _helpers as H; H.setup()
 
 # %% tags=["parameters"]
 # Parameters (papermill: -p NAME VALUE).
 margin = 0.05   # an MCC difference smaller than this counts as "no clear difference"
 
-# %%
+# %% tags=["remove-input"]
 # Validate the parameters first: a bad value fails here with a message naming it.
-from svae_lite._validation import check_parameters
+globals().update(H.check_parameters(margin=margin, kinds={"margin": "nonnegative"}))
 
-globals().update(check_parameters(margin=margin, kinds={"margin": "nonnegative"}))
-
+# %%
 import pandas as pd
 
 import svae_lite as sl
@@ -174,7 +161,7 @@ print(f"{n_yes} of {len(table)} claims reproduced at this build's scale ({scale}
 for _, r in table.iterrows():
     print(f"  [{r['reproduced?']:3s}] {r['claim']}")
 H.save_results("07_claims", {"n_claims": len(table), "n_reproduced": n_yes})
-print(f"chapter ran in {H.elapsed(T0)}")
+print(f"chapter ran in {H.elapsed()}")
 
 # %% [markdown]
 # Reading the table honestly:

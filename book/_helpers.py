@@ -1,23 +1,39 @@
 """Book plumbing shared by the chapters (not part of the ``svae_lite`` package).
 
-- :func:`setup`: quiet training logs, one figure style, and the chapter's scale (CI or full).
+- :func:`setup`: quiet training logs, one figure style, the chapter's start time.
+- :func:`check_parameters`: validate a chapter's (papermill) parameters right after its
+  ``parameters`` cell.
 - :func:`fit`: train a model with the public API, cached under ``_build/cache`` so that a
   model trained in one chapter is reused (not retrained) by the next ones.
+- :func:`cap_cells`: subsample a screen to at most so many cells per perturbation.
 - :func:`save_results` / :func:`load_results`: the numbers each chapter measured, as JSON
   under ``_build/results``, read by the closing chapter.
 
 Everything scientific in the chapters goes through ``import svae_lite as sl``; this module
 only saves time and keeps the chapters short.
+
+The first code cell of every chapter (the same in all, hidden in the book) is what cannot
+live here: on Colab it clones the repository and installs it (this file is not part of the
+installed package), then it puts ``book/`` on the import path (chapters run from ``book/``
+or from the repository root), imports this module as ``H`` and calls :func:`setup`.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
+import numbers
 import os
 import time
 import warnings
 from pathlib import Path
+
+import numpy as np
+
+# Importing scvi-tools imports tqdm.auto, which warns "IProgress not found" in Jupyter
+# without ipywidgets: once, at import, before setup() can call sl.quiet().
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="IProgress not found")
+    import svae_lite as sl
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "_build"
@@ -25,6 +41,8 @@ CACHE = BUILD / "cache"
 RESULTS = BUILD / "results"
 FULL_ENV = "SVAE_LITE_FULL"
 NO_CACHE_ENV = "SVAE_LITE_NO_CACHE"
+
+_T0: float | None = None  # set by setup(): when the chapter started
 
 
 def full_scale() -> bool:
@@ -35,24 +53,14 @@ def full_scale() -> bool:
     return value == "1"
 
 
-def setup():
-    """Quiet the trainer's logs, set the figure style, and return the chapter's start time."""
+def setup() -> None:
+    """Start a chapter: quiet the trainer's logs (:func:`svae_lite.quiet`), set the figure
+    style, and record the start time that :func:`elapsed` measures from."""
+    global _T0
     import matplotlib as mpl
     import seaborn as sns
 
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
-    warnings.filterwarnings("ignore", message="IProgress not found")
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "scvi"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        import scvi
-
-        scvi.settings.verbosity = logging.ERROR
-    except ImportError:  # pragma: no cover
-        pass
+    sl.quiet()
     try:  # figures inline even when MPLBACKEND=Agg is set (as in CI)
         from IPython import get_ipython
 
@@ -62,16 +70,214 @@ def setup():
         pass
     sns.set_theme(context="notebook", style="ticks", font_scale=0.9)
     mpl.rcParams.update({"figure.dpi": 110, "savefig.dpi": 110, "figure.figsize": (5.5, 3.8)})
-    return time.time()
+    _T0 = time.time()
 
 
+# ------------------------------------------------------------------- chapter parameters
+#: svae_lite's model classes by name, as exported by the package (``sl.VAE``, ...).
+MODEL_NAMES = tuple(
+    name for name in sl.__all__
+    if isinstance(getattr(sl, name), type) and issubclass(getattr(sl, name), sl.ShiftModel)
+    and getattr(sl, name) is not sl.ShiftModel
+)
+
+#: Kind of every parameter name :func:`check_parameters` knows without being told.
+PARAMETER_KINDS = {
+    "seed": "seed", "seeds": "seeds",
+    "model": "model", "models": "models", "model_names": "models",
+    "n_heldout": "int0", "n_layers": "int0", "n_epochs_kl_warmup": "int0",
+    "n_targets": "int_range",
+    "lr": "positive", "prior_lr": "positive", "sparsity": "positive", "beta": "positive",
+    "target_scale": "positive", "library_size": "positive", "nb_dispersion": "positive",
+    "penalty_weight": "positive",
+    "shift_mean": "nonnegative", "shift_sd": "nonnegative", "library_sd": "nonnegative",
+    "kl_free_bits": "nonnegative",
+    "train_size": "fraction", "dense_fraction": "fraction", "dropout_rate": "fraction",
+    "likelihood": "likelihood", "early_stopping": "bool",
+    "max_epochs": "int", "batch_size": "int",
+}
+
+_KIND_HELP = {
+    "int": "an integer >= 1", "int0": "an integer >= 0", "positive": "a finite number > 0",
+    "nonnegative": "a finite number >= 0", "fraction": "a number in [0, 1]",
+    "bool": "True or False", "str": "a string", "seed": "an integer >= 0",
+    "seeds": "a non-empty list of distinct integers >= 0",
+    "ints": "a non-empty list of integers >= 1",
+    "model": f"one of {list(MODEL_NAMES)}",
+    "models": f"a non-empty list of names from {list(MODEL_NAMES)}",
+    "likelihood": "'nb' or 'poisson'",
+    "int_range": "a pair (low, high) of integers with 1 <= low <= high",
+    "path": "a path (string)",
+}
+
+
+def _kind_of(name: str, kinds: dict) -> str | None:
+    if name in kinds:
+        return kinds[name]
+    if name in PARAMETER_KINDS:
+        return PARAMETER_KINDS[name]
+    if name.startswith("n_") or name.endswith("_epochs"):
+        return "int"
+    if name.endswith("_lr"):
+        return "positive"
+    if name.endswith("_fraction"):
+        return "fraction"
+    if name.endswith(("_dir", "_path")):
+        return "path"
+    return None
+
+
+def _as_int(v) -> int | None:
+    """``v`` as a Python int when it is an integer or an integral float (``3.0``), else None.
+
+    The same rule as the package's own checks (``max_epochs=3.0`` trains 3 epochs); bools,
+    strings and non-integral or non-finite floats are not integers.
+    """
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+        return None
+    if isinstance(v, numbers.Integral):
+        return int(v)
+    return int(v) if float(v).is_integer() else None
+
+
+def _check_one(name: str, value, kind: str):
+    bad = ValueError(
+        f"Invalid parameter {name}={value!r}: it must be {_KIND_HELP.get(kind, kind)}. "
+        f"Set it in the chapter's parameters cell or with `papermill ... -p {name} VALUE`."
+    )
+    if kind in ("seeds", "ints", "models", "int_range") and isinstance(value, str):
+        try:  # `papermill -p seeds "[0, 1]"` passes the list as a string
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise bad from None
+        if isinstance(value, str):
+            raise bad
+    if kind in ("int", "int0", "seed"):
+        v = _as_int(value)
+        if v is None or v < (1 if kind == "int" else 0):
+            raise bad
+        return v
+    if kind in ("positive", "nonnegative", "fraction"):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            raise bad
+        v = float(value)
+        if (not np.isfinite(v) or v < 0 or (kind == "positive" and v == 0)
+                or (kind == "fraction" and v > 1)):
+            raise bad
+        return v
+    if kind == "bool":
+        if not isinstance(value, (bool, np.bool_)):
+            raise bad
+        return bool(value)
+    if kind in ("str", "path"):
+        if not isinstance(value, (str, os.PathLike)) or (kind == "str" and not isinstance(value, str)):
+            raise bad
+        return value
+    if kind in ("seeds", "ints"):
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+            raise bad
+        vals = [_as_int(v) for v in value]
+        low = 0 if kind == "seeds" else 1
+        if not vals or not all(v is not None and v >= low for v in vals):
+            raise bad
+        if kind == "seeds" and len(set(vals)) != len(vals):
+            raise bad
+        return vals
+    if kind == "model":
+        if value not in MODEL_NAMES:
+            raise bad
+        return value
+    if kind == "models":
+        if isinstance(value, str) or not hasattr(value, "__iter__"):
+            raise bad
+        vals = list(value)
+        if not vals or not all(v in MODEL_NAMES for v in vals):
+            raise bad
+        return vals
+    if kind == "likelihood":
+        if value not in ("nb", "poisson"):
+            raise bad
+        return value
+    if kind == "int_range":
+        try:
+            lo, hi = value
+        except (TypeError, ValueError):
+            raise bad from None
+        lo, hi = _as_int(lo), _as_int(hi)
+        if lo is None or hi is None or not 1 <= lo <= hi:
+            raise bad
+        return (lo, hi)
+    if kind.startswith("choice:"):
+        choices = kind[len("choice:"):].split("|")
+        if value not in choices:
+            raise ValueError(
+                f"Invalid parameter {name}={value!r}: choose one of {choices}. Set it in the "
+                f"chapter's parameters cell or with `papermill ... -p {name} VALUE`."
+            )
+        return value
+    raise ValueError(
+        f"Unknown parameter kind {kind!r} for {name!r}; kinds: {sorted(_KIND_HELP)} or 'choice:a|b'."
+    )
+
+
+def check_parameters(kinds: dict | None = None, **params) -> dict:
+    """Validate a chapter's (papermill) parameters; call it first thing after the
+    ``parameters`` cell so that a bad value fails at once with a message naming it.
+
+    Example (the first code cells of a chapter)::
+
+        # %% tags=["parameters"]
+        n_epochs = 100
+        seeds = [0, 1, 2]
+        models = ["VAE", "SVAEPlus"]
+        quick = True
+
+        # %% tags=["remove-input"]
+        globals().update(H.check_parameters(n_epochs=n_epochs, seeds=seeds, models=models,
+                                            quick=quick, kinds={"quick": "bool"}))
+
+    The kind of each parameter follows from its name: ``seed`` (integer >= 0), ``seeds``
+    (list of distinct integers >= 0), ``model``/``models`` (names of svae_lite's model
+    classes, :data:`MODEL_NAMES`), ``n_*`` and ``*_epochs`` (integers >= 1; ``n_heldout``,
+    ``n_layers``, ``n_epochs_kl_warmup`` may be 0), ``lr``/``*_lr``, ``sparsity``, ``beta``
+    (numbers > 0), ``*_fraction``, ``train_size``, ``dropout_rate`` (in [0, 1]),
+    ``likelihood``, ``n_targets`` ((low, high)), ``*_dir``/``*_path`` (paths); see
+    :data:`PARAMETER_KINDS`. Other names need ``kinds={name: kind}`` with kind one of
+    ``int``, ``int0``, ``positive``, ``nonnegative``, ``fraction``, ``bool``, ``str``,
+    ``path``, ``seed``, ``seeds``, ``ints``, ``model``, ``models``, ``likelihood``,
+    ``int_range`` or ``"choice:a|b|c"``.
+
+    Integers follow the package's own rule (``svae_lite`` accepts ``max_epochs=3.0``): every
+    integer kind (``int``, ``int0``, ``seed``, and the items of ``seeds``, ``ints`` and
+    ``int_range``) accepts an integral float and returns it as an int (``3.0`` -> ``3``),
+    and rejects a non-integral one (``3.5``), a bool or a string.
+
+    Returns
+    -------
+    dict of the values normalised (Python ints/floats, lists). Raises ``ValueError`` naming
+    the first invalid parameter, or a parameter with no known kind.
+    """
+    kinds = dict(kinds or {})
+    out = {}
+    for name, value in params.items():
+        kind = _kind_of(name, kinds)
+        if kind is None:
+            raise ValueError(
+                f"check_parameters does not know the kind of parameter {name!r}; pass "
+                f"kinds={{{name!r}: KIND}} with KIND one of {sorted(_KIND_HELP)} or 'choice:a|b'."
+            )
+        out[name] = _check_one(name, value, kind)
+    return out
+
+
+# ------------------------------------------------------------------- cached fits
 def _source_hash() -> str:
-    """Hash of the installed svae_lite sources: a changed package invalidates cached fits."""
-    import svae_lite
-
+    """Hash of the installed svae_lite sources (every ``.py`` file of the package and its
+    subpackages): a changed package invalidates cached fits."""
+    pkg = Path(sl.__file__).parent
     h = hashlib.sha256()
-    for p in sorted(Path(svae_lite.__file__).parent.glob("*.py")):
-        h.update(p.name.encode())
+    for p in sorted(pkg.rglob("*.py")):
+        h.update(p.relative_to(pkg).as_posix().encode())
         h.update(p.read_bytes())
     return h.hexdigest()[:16]
 
@@ -142,7 +348,25 @@ def load_results() -> dict:
     return {p.stem: json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))}
 
 
-def elapsed(t0: float) -> str:
-    """Wall-clock time since ``t0`` as a short string."""
+def cap_cells(adata, max_cells: int, max_control: int, rng):
+    """A copy of ``adata`` with at most ``max_cells`` random cells of every perturbation and
+    at most ``max_control`` control cells (0: keep them all), in their original order.
+
+    ``rng`` is a seed or a ``numpy.random.Generator`` (whose stream later draws continue).
+    """
+    rng = np.random.default_rng(rng)
+    keep = []
+    for p, idx in adata.obs.groupby("perturbation", observed=True).indices.items():
+        cap = max_control if p == "control" else max_cells
+        keep.append(idx if not cap or idx.size <= cap else rng.choice(idx, size=cap, replace=False))
+    return adata[np.sort(np.concatenate(keep))].copy()
+
+
+def elapsed(t0: float | None = None) -> str:
+    """Wall-clock time since ``t0`` (default: since :func:`setup`) as a short string."""
+    if t0 is None:
+        if _T0 is None:
+            raise RuntimeError("elapsed() without t0 needs setup() to have run first.")
+        t0 = _T0
     s = time.time() - t0
     return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"

@@ -18,3 +18,16 @@ def small_adata():
 @pytest.fixture()
 def small_train(small_adata):
     return small_adata[small_adata.obs["split"] == "train"].copy()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for the module's tests: tiny networks gain nothing from intra-op
+    threads, which only spin on a busy machine. Use with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -35,13 +35,31 @@ def test_chapter_structure(chapter):
     assert nb.cells[0].cell_type == "markdown" and "question" in nb.cells[0].source.lower()
     tagged = [i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
-    assert "check_parameters(" in code[tagged[0] + 1].source, "validate parameters in the next cell"
-    assert "google.colab" in code[0].source, "first code cell installs the package on Colab"
+    check = code[tagged[0] + 1]
+    assert "H.check_parameters(" in check.source, "validate parameters in the next cell"
+    assert {"hide-input", "remove-input"} & set(check.metadata.get("tags", [])), \
+        "the parameter check is hidden in the book (tag hide-input or remove-input)"
+    # the set-up cell: only what cannot live in book/_helpers.py, short and hidden
+    setup = code[0]
+    assert "google.colab" in setup.source, "first code cell installs the package on Colab"
+    assert "import _helpers as H" in setup.source and "H.setup()" in setup.source
+    assert len(setup.source.strip().splitlines()) <= 6, "the set-up cell stays short"
+    assert {"hide-input", "remove-cell"} & set(setup.metadata.get("tags", [])), \
+        "the set-up cell is hidden in the book (tag hide-input or remove-cell)"
+    assert all(len(line) <= 95 for line in setup.source.splitlines())
     assert "## What we saw" in text and "## Exercises" in text
     # the science goes through the public API
     src = "\n".join(c.source for c in code)
     assert "import svae_lite as sl" in src
     assert not re.search(r"from svae_lite\.(module|priors|models) import", src)
+    assert not re.search(r"svae_lite\._[a-z]", src), "chapters use no private svae_lite module"
+
+
+def test_chapters_share_one_setup_cell():
+    jupytext = pytest.importorskip("jupytext")
+    first = {ch.stem: next(c.source for c in jupytext.read(ch).cells if c.cell_type == "code")
+             for ch in CHAPTERS}
+    assert len(set(first.values())) == 1, "the set-up cells differ; keep them identical"
 
 
 def test_paired_notebooks_in_sync():

@@ -15,22 +15,15 @@ import scipy.sparse as sp
 import torch
 
 import svae_lite as sl
+from svae_lite import SvaeLiteWarning
 from svae_lite import _validation as V
-from svae_lite._validation import SvaeLiteWarning, check_parameters
 
 MODELS = [sl.VAE, sl.BetaVAE, sl.iVAE, sl.SVAE, sl.SVAEPlus]
 FIT = dict(batch_size=64, enable_progress_bar=False)
 SETUP_OBS = {"_svae_perturbation", "_scvi_labels"}
 SETUP_UNS = {"_scvi_uuid", "_scvi_manager_uuid"}
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny networks gain nothing from intra-op threads, which only spin on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -399,42 +392,6 @@ def test_valid_early_stopping_runs(fresh):
                 early_stopping_monitor="elbo_validation", early_stopping_min_delta=0.0,
                 plan_kwargs={"n_epochs_kl_warmup": 1}, dense_fraction=0.0, **FIT)
     assert fresh.is_trained_ and "elbo_validation" in fresh.history
-
-
-# ------------------------------------------------------------------- chapter parameters
-def test_check_parameters_accepts_and_normalises():
-    out = check_parameters(n_epochs=100, seeds=(0, 1, 2), models=["VAE", "SVAEPlus"], lr=1e-3,
-                           n_heldout=0, train_size=1, likelihood="nb", n_targets=[1, 3],
-                           data_dir="../shared/data", quick=np.bool_(True),
-                           dataset="papalexi", kinds={"quick": "bool", "dataset": "choice:papalexi|norman"})
-    assert out["seeds"] == [0, 1, 2] and out["train_size"] == 1.0 and out["n_targets"] == (1, 3)
-    assert out["quick"] is True and isinstance(out["n_epochs"], int)
-    # papermill -p passes lists as strings
-    assert check_parameters(seeds="[0, 1]", models='["VAE"]') == {"seeds": [0, 1], "models": ["VAE"]}
-
-
-@pytest.mark.parametrize("params,msg", [
-    (dict(n_epochs=0), "n_epochs=0: it must be an integer >= 1"),
-    (dict(n_epochs="200"), "n_epochs='200'"),
-    (dict(n_epochs=2.5), "n_epochs=2.5"),
-    (dict(max_epochs=True), "max_epochs=True"),
-    (dict(seed=-1), "seed=-1"),
-    (dict(seeds=[]), "seeds=\\[\\]"),
-    (dict(seeds=[0, 0]), "distinct"),
-    (dict(models=["VAE", "scVI"]), "models=\\['VAE', 'scVI'\\]"),
-    (dict(models="VAE"), "models='VAE'"),
-    (dict(seeds="[0, 1"), "seeds='\\[0, 1'"),
-    (dict(lr=0.0), "lr=0.0"),
-    (dict(prior_lr=float("nan")), "prior_lr=nan"),
-    (dict(dense_fraction=1.5), "dense_fraction=1.5"),
-    (dict(likelihood="zinb"), "likelihood='zinb'"),
-    (dict(n_targets=(3, 1)), "n_targets=\\(3, 1\\)"),
-    (dict(dataset="replogle", kinds={"dataset": "choice:papalexi|norman"}), "choose one of \\['papalexi', 'norman'\\]"),
-    (dict(mystery=3), "does not know the kind of parameter 'mystery'"),
-])
-def test_check_parameters_rejects(params, msg):
-    with pytest.raises(ValueError, match=msg):
-        check_parameters(**params)
 
 
 # --------------------------------------------------------------------------- determinism

@@ -1,0 +1,150 @@
+"""The book's helpers (book/_helpers.py): the chapters' parameter checks, the start-up of a
+chapter, the cache key of trained models and the cell cap used on the real screens."""
+import sys
+import time
+from pathlib import Path
+
+import anndata as ad
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+
+import svae_lite as sl
+
+BOOK = Path(__file__).resolve().parent.parent / "book"
+if not (BOOK / "_helpers.py").exists():
+    pytest.skip("no book in this checkout", allow_module_level=True)
+sys.path.insert(0, str(BOOK))
+try:
+    import _helpers as H
+finally:
+    sys.path.remove(str(BOOK))
+
+check_parameters = H.check_parameters
+
+
+# ------------------------------------------------------------------- chapter parameters
+def test_model_names_are_the_public_model_classes():
+    assert H.MODEL_NAMES == ("VAE", "BetaVAE", "iVAE", "SVAE", "SVAEPlus")
+    for name in H.MODEL_NAMES:
+        assert issubclass(getattr(sl, name), sl.ShiftModel)
+
+
+def test_check_parameters_accepts_and_normalises():
+    out = check_parameters(n_epochs=100, seeds=(0, 1, 2), models=["VAE", "SVAEPlus"], lr=1e-3,
+                           n_heldout=0, train_size=1, likelihood="nb", n_targets=[1, 3],
+                           data_dir="../shared/data", quick=np.bool_(True),
+                           dataset="papalexi", kinds={"quick": "bool", "dataset": "choice:papalexi|norman"})
+    assert out["seeds"] == [0, 1, 2] and out["train_size"] == 1.0 and out["n_targets"] == (1, 3)
+    assert out["quick"] is True and isinstance(out["n_epochs"], int)
+    # papermill -p passes lists as strings
+    assert check_parameters(seeds="[0, 1]", models='["VAE"]') == {"seeds": [0, 1], "models": ["VAE"]}
+
+
+def test_integral_floats_are_integers():
+    out = check_parameters(n_epochs=3.0, seed=np.float64(0.0), n_heldout=np.int64(2),
+                           seeds=[0.0, 1], n_targets=(1.0, 3), transfer_cells="[5.0, 20]",
+                           kinds={"transfer_cells": "ints"})
+    assert out == {"n_epochs": 3, "seed": 0, "n_heldout": 2, "seeds": [0, 1], "n_targets": (1, 3),
+                   "transfer_cells": [5, 20]}
+    assert all(type(v) is int for v in (out["n_epochs"], out["seed"], out["n_heldout"], *out["seeds"]))
+
+
+@pytest.mark.parametrize("value", [5, 5.0, np.int64(5), 5.5, float("inf"), "5", 0])
+def test_integers_agree_with_the_package(value):
+    """An integer parameter is accepted by the book exactly when svae_lite accepts it."""
+    try:
+        book = check_parameters(n_genes=value)["n_genes"]
+    except ValueError:
+        book = None
+    try:
+        adata = sl.simulate(n_latent=3, n_perturbations=1, n_cells_per_perturbation=5,
+                            n_genes=value, n_heldout=0, seed=0)
+        package = adata.n_vars
+    except (TypeError, ValueError):
+        package = None
+    assert book == package
+
+
+@pytest.mark.parametrize("params,msg", [
+    (dict(n_epochs=0), "n_epochs=0: it must be an integer >= 1"),
+    (dict(n_epochs="200"), "n_epochs='200'"),
+    (dict(n_epochs=2.5), "n_epochs=2.5"),
+    (dict(n_epochs=float("nan")), "n_epochs=nan"),
+    (dict(max_epochs=True), "max_epochs=True"),
+    (dict(seed=-1), "seed=-1"),
+    (dict(seed=0.5), "seed=0.5"),
+    (dict(seeds=[]), "seeds=\\[\\]"),
+    (dict(seeds=[0, 0]), "distinct"),
+    (dict(seeds=[0, 0.0]), "distinct"),
+    (dict(seeds=[0, 1.5]), "seeds=\\[0, 1.5\\]"),
+    (dict(models=["VAE", "scVI"]), "models=\\['VAE', 'scVI'\\]"),
+    (dict(models="VAE"), "models='VAE'"),
+    (dict(seeds="[0, 1"), "seeds='\\[0, 1'"),
+    (dict(lr=0.0), "lr=0.0"),
+    (dict(prior_lr=float("nan")), "prior_lr=nan"),
+    (dict(dense_fraction=1.5), "dense_fraction=1.5"),
+    (dict(likelihood="zinb"), "likelihood='zinb'"),
+    (dict(n_targets=(3, 1)), "n_targets=\\(3, 1\\)"),
+    (dict(n_targets=(1, 2.5)), "n_targets=\\(1, 2.5\\)"),
+    (dict(dataset="replogle", kinds={"dataset": "choice:papalexi|norman"}), "choose one of \\['papalexi', 'norman'\\]"),
+    (dict(mystery=3), "does not know the kind of parameter 'mystery'"),
+])
+def test_check_parameters_rejects(params, msg):
+    with pytest.raises(ValueError, match=msg):
+        check_parameters(**params)
+
+
+# ------------------------------------------------------------------- set-up and plumbing
+def test_setup_quiets_and_starts_the_clock(monkeypatch):
+    calls = []
+    monkeypatch.setattr(H.sl, "quiet", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(H, "_T0", None)
+    with pytest.raises(RuntimeError, match="setup"):
+        H.elapsed()
+    with matplotlib.rc_context():  # leave the figure style of later tests alone
+        assert H.setup() is None  # nothing for the set-up cell to display
+    assert calls == [()] and abs(time.time() - H._T0) < 60
+    assert H.elapsed().endswith(" s") and H.elapsed(H._T0 - 600) == "10.0 min"
+
+
+def test_full_scale(monkeypatch):
+    monkeypatch.delenv(H.FULL_ENV, raising=False)
+    assert H.full_scale() is False
+    monkeypatch.setenv(H.FULL_ENV, "1")
+    assert H.full_scale() is True
+    monkeypatch.setenv(H.FULL_ENV, "yes")
+    with pytest.raises(ValueError, match="SVAE_LITE_FULL='yes'"):
+        H.full_scale()
+
+
+def test_source_hash_covers_subpackages(tmp_path, monkeypatch):
+    pkg = tmp_path / "pkg"
+    (pkg / "datasets").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "datasets" / "loaders.py").write_text("A = 1\n")
+    (pkg / "datasets" / "notes.txt").write_text("not code")
+
+    class Fake:
+        __file__ = str(pkg / "__init__.py")
+
+    monkeypatch.setattr(H, "sl", Fake)
+    h0 = H._source_hash()
+    (pkg / "datasets" / "notes.txt").write_text("changed, still not code")
+    assert H._source_hash() == h0
+    (pkg / "datasets" / "loaders.py").write_text("A = 2\n")
+    assert H._source_hash() != h0
+
+
+def test_cap_cells():
+    labels = ["control"] * 10 + ["A"] * 6 + ["B"] * 2
+    adata = ad.AnnData(np.arange(18, dtype=np.float32).reshape(18, 1),
+                       obs=pd.DataFrame({"perturbation": pd.Categorical(labels)},
+                                        index=[f"c{i}" for i in range(18)]))
+    out = H.cap_cells(adata, max_cells=3, max_control=4, rng=0)
+    assert out.obs["perturbation"].value_counts().to_dict() == {"control": 4, "A": 3, "B": 2}
+    assert list(out.X[:, 0]) == sorted(out.X[:, 0])  # original order kept
+    again = H.cap_cells(adata, 3, 4, rng=np.random.default_rng(0))
+    assert list(again.obs_names) == list(out.obs_names)
+    assert H.cap_cells(adata, 0, 0, rng=0).n_obs == 18  # 0: keep all
