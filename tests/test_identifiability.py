@@ -6,6 +6,8 @@ import pytest
 
 import svae_lite as sl
 
+pytestmark = pytest.mark.slow  # trains a VAE and an sVAE+ for 80 epochs: minutes on 2 cores
+
 
 @pytest.fixture(scope="module")
 def fits():
