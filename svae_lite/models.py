@@ -168,20 +168,8 @@ class ShiftModel(QueryMixin, TransferMixin, UnsupervisedTrainingMixin, BaseModel
         # Loading a saved model (source_registry given) needs no control cells in the data.
         labels = V.check_perturbation_column(adata.obs, perturbation_key, control,
                                              require_control="source_registry" not in kwargs)
-        if "source_registry" in kwargs:
-            cats = list(kwargs["source_registry"]["field_registries"][REGISTRY_KEYS.LABELS_KEY]
-                        ["state_registry"]["categorical_mapping"])
-            unknown = sorted(set(labels) - set(cats))
-            if unknown:
-                raise ValueError(
-                    f"The AnnData has perturbations the saved model never saw: {unknown[:10]}. "
-                    "Load with the training AnnData, or use model.transfer() for new ones."
-                )
-        else:
-            col = adata.obs[perturbation_key]
-            order = [str(c) for c in col.cat.categories] if hasattr(col, "cat") else sorted(set(labels))
-            present = set(labels)
-            cats = [control] + [c for c in order if c in present and c != control]
+        cats = _label_categories(adata.obs[perturbation_key], labels, control,
+                                 kwargs.get("source_registry"))
         cls._register(adata, labels, cats, layer, setup_method_args, **kwargs)
 
     @classmethod
@@ -299,6 +287,29 @@ class ShiftModel(QueryMixin, TransferMixin, UnsupervisedTrainingMixin, BaseModel
         if args.early_stopping:
             trainer_kwargs.setdefault("min_epochs", align_epoch + 1)
         return [AlignmentCallback(self, align_epoch, args.seed or 0, rotation)]
+
+
+def _label_categories(column: pd.Series, labels: pd.Series, control: str,
+                      source_registry: dict | None) -> list[str]:
+    """The label categories of a registration: ``control`` first, then the perturbations in
+    the column's category order (sorted if not categorical). Loading a saved model keeps
+    the saved categories, and every label must be among them."""
+    if source_registry is not None:
+        cats = list(source_registry["field_registries"][REGISTRY_KEYS.LABELS_KEY]
+                    ["state_registry"]["categorical_mapping"])
+        unknown = sorted(set(labels) - set(cats))
+        if unknown:
+            raise ValueError(
+                f"The AnnData has perturbations the saved model never saw: {unknown[:10]}. "
+                "Load with the training AnnData, or use model.transfer() for new ones."
+            )
+        return cats
+    present = set(labels)
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        order = [str(c) for c in column.cat.categories]
+    else:
+        order = sorted(present)
+    return [control] + [c for c in order if c in present and c != control]
 
 
 def _saved_model_name_and_genes(dir_path, prefix: str | None):
