@@ -35,6 +35,7 @@ def _iwelbo(model, adata, n_samples=30):
     return model.get_marginal_ll(adata, n_samples=n_samples, return_mean=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cls", [sl.iVAE, sl.SVAEPlus], ids=lambda c: c.__name__)
 def test_transfer_to_held_out_perturbation_improves_likelihood(cls):
     rng = np.random.default_rng(0)
