@@ -150,8 +150,11 @@ def summarise_epochs(timer, skip: int = 1) -> dict:
 
 # ---------------------------------------------------------------------------- data
 def data_dir() -> Path:
-    """SVAE_LITE_DATA, else ../shared/data beside the repository."""
-    return Path(os.environ.get("SVAE_LITE_DATA", ROOT.parent / "shared" / "data"))
+    """The data folder, as the loaders resolve it (SVAE_LITE_DATA, set above to
+    ../shared/data beside the repository when unset and that folder exists)."""
+    from svae_lite.datasets import get_data_dir
+
+    return get_data_dir()
 
 
 def load_papalexi():
