@@ -1,12 +1,18 @@
-"""Shared pieces of the performance benchmarks (throughput.py, scaling.py, replogle_gpu.py).
+"""Shared pieces of the benchmarks.
 
-Every measurement runs in its own process (:func:`run_worker`), so that peak memory is that
-of one model's training and nothing else, and no run inherits another's caches.
+Every run of every benchmark is its own process: the script calls itself with ``--worker
+SPEC`` (:func:`run_worker`, :func:`run_workers`) and the worker prints its result as one
+``RESULT {json}`` line (:func:`serve`). A run's peak memory is then that of one model's
+training and nothing else, no run inherits another's caches or torch threads, and runs go
+in parallel as separate processes. The performance benchmarks (throughput.py, scaling.py,
+replogle_gpu.py) also share their measurement (:func:`measure`), command-line options and
+output here.
 """
 from __future__ import annotations
 
+import argparse
+import datetime
 import json
-import logging
 import math
 import os
 import platform
@@ -15,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,13 +36,6 @@ if "SVAE_LITE_DATA" not in os.environ and (ROOT.parent / "shared" / "data").is_d
 
 
 # ---------------------------------------------------------------------------- environment
-def quiet():
-    """Silence Lightning's and scvi-tools' per-run chatter (GPU available..., tips)."""
-    warnings.filterwarnings("ignore")
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "scvi", "pytorch_lightning"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
 def machine() -> str:
     """One line: CPU model, cores, memory, load average, GPU, torch and scvi-tools versions."""
     import torch
@@ -194,22 +193,23 @@ def load_data(spec: dict):
 MODELS = ("SVAEPlus", "SVAEPlus-baseline", "SCVI")
 MODEL_HELP = ("SVAEPlus: svae_lite as shipped (in-memory minibatches, fused Adam, epoch-level "
               "logging). SVAEPlus-baseline: the same module trained the scvi-tools way "
-              "(AnnDataLoader, per-step metric logging, torch's default Adam), i.e. svae_lite before "
-              "these optimisations. SCVI: scvi.model.SCVI with the same sizes, NB likelihood.")
+              "(AnnDataLoader, per-step metric logging, torch's default Adam): what svae_lite's own "
+              "training path is measured against. SCVI: scvi.model.SCVI with the same sizes, NB likelihood.")
 
 
 def _baseline_plan():
     import torch
     from scvi.train import TrainingPlan
-    from svae_lite import models as M
+    from svae_lite._training import ShiftTrainingPlan
 
-    class BaselinePlan(M._PlanWithPriorLR):
-        """scvi-tools' per-step logging and the for-loop Adam: the pre-optimisation path."""
+    class BaselinePlan(ShiftTrainingPlan):
+        """scvi-tools' per-step logging and torch's default Adam: the scvi-tools-style
+        training path that svae_lite's own is compared with."""
 
         def configure_optimizers(self):
             opt = super().configure_optimizers()["optimizer"]
-            # torch's default Adam (for-loop on a CPU, foreach on a GPU), as before; the groups
-            # must lose the fused flag, which a new optimizer would otherwise inherit
+            # torch's default Adam (for-loop on a CPU, foreach on a GPU); the groups must lose
+            # the fused flag, which a new optimizer would otherwise inherit
             groups = [{k: v for k, v in g.items() if k not in ("fused", "foreach")} for g in opt.param_groups]
             return {"optimizer": torch.optim.Adam(groups, eps=self.eps)}
 
@@ -281,7 +281,7 @@ def build_and_train(spec: dict, adata, callbacks: list | None = None) -> dict:
         out.update(time_inference(model, adata, cuda))
     if spec.get("time_align") and name.startswith("SVAEPlus"):
         t0 = time.perf_counter()
-        model._align(seed=0)  # the one-off alignment step of a default (dense-first) fit
+        model.module.align_(seed=0)  # the one-off alignment step of a default (dense-first) fit
         out["align_s"] = time.perf_counter() - t0
     prior = getattr(model.module, "prior", None)
     if prior is not None and hasattr(prior, "mask_logit"):
@@ -340,14 +340,11 @@ def phase_breakdown(profiler) -> dict:
             "step_total": 1000 * (batch + total("train_dataloader_next")) / n}
 
 
-# ---------------------------------------------------------------------------- processes
-def worker_main(spec: dict):
-    """Entry point of a measurement process: prints ``RESULT {json}``."""
-    quiet()
+def measure(spec: dict) -> dict:
+    """One measurement of the performance benchmarks (a worker's task): load or simulate
+    the data of ``spec`` and train on it (:func:`build_and_train`)."""
     import torch
 
-    if spec.get("threads"):
-        torch.set_num_threads(int(spec["threads"]))
     t0 = time.perf_counter()
     adata = load_data(spec)
     load_s = time.perf_counter() - t0
@@ -355,24 +352,81 @@ def worker_main(spec: dict):
     out.update(dataset=spec["dataset"], load_s=load_s, threads=torch.get_num_threads())
     if "n_perturbations" in spec:
         out["n_perturbations"] = spec["n_perturbations"]
-    print(RESULT_TAG + json.dumps(out), flush=True)
+    return out
 
 
-def run_worker(script: str, spec: dict, timeout: float | None = None) -> dict:
-    """Run ``python script --worker SPEC`` in a fresh process and return its result."""
-    cmd = [sys.executable, script, "--worker", json.dumps(spec)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=str(ROOT))
+# ---------------------------------------------------------------------------- processes
+def serve(task, spec: dict | str) -> None:
+    """Body of a worker process (``script --worker SPEC``): silence the training chatter
+    and every warning (the output is a table), set torch's threads to ``spec['threads']``
+    when given, and print ``task(spec)`` (``spec`` without ``threads``; a JSON-serialisable
+    dict) as one ``RESULT {json}`` line."""
+    import svae_lite as sl
+
+    sl.quiet(all_warnings=True)
+    spec = json.loads(spec) if isinstance(spec, str) else dict(spec)
+    threads = spec.pop("threads", None)
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    print(RESULT_TAG + json.dumps(task(spec)), flush=True)
+
+
+def run_worker(script: str, spec: dict, args=(), timeout: float | None = None) -> dict:
+    """Run ``python script *args --worker SPEC`` in a fresh process and return its result
+    (the ``RESULT`` line :func:`serve` printed); raises with the output's tail if it failed."""
+    cmd = [sys.executable, str(script), *args, "--worker", json.dumps(spec)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     for line in proc.stdout.splitlines()[::-1]:
         if line.startswith(RESULT_TAG):
             return json.loads(line[len(RESULT_TAG):])
     tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-25:])
-    raise RuntimeError(f"benchmark worker failed ({spec.get('model')} on {spec.get('dataset')}):\n{tail}")
+    raise RuntimeError(f"benchmark worker failed ({json.dumps(spec)}):\n{tail}")
 
 
-def default_accelerator() -> str:
-    import torch
+def run_workers(script: str, specs: list[dict], jobs: int = 1, args=(), report=None) -> list[dict]:
+    """:func:`run_worker` for every spec, ``jobs`` processes at a time; the results in the
+    order of ``specs``. ``report(result)`` is called as each run finishes (progress lines)."""
 
-    return "gpu" if torch.cuda.is_available() else "cpu"
+    def one(spec):
+        result = run_worker(script, spec, args)
+        if report is not None:
+            report(result)
+        return result
+
+    with ThreadPoolExecutor(max(1, int(jobs))) as pool:
+        return list(pool.map(one, specs))
+
+
+# ---------------------------------------------------------------------------- command line and output
+def add_run_options(p, n_hidden: int = 128, n_layers: int = 2, threads_help: str | None = None):
+    """The options every performance benchmark has: network size, torch threads, the JSON
+    output and the hidden ``--worker`` of its worker processes."""
+    p.add_argument("--n-hidden", type=int, default=n_hidden)
+    p.add_argument("--n-layers", type=int, default=n_layers)
+    p.add_argument("--threads", type=int, default=None, help=threads_help or "torch threads (default 1 on CPU)")
+    p.add_argument("--json", default=None, help="write the results to this JSON file")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+
+
+def check_epochs(p, epochs: int) -> None:
+    if epochs < 2:
+        p.error("--epochs must be >= 2 (the first epoch is not timed)")
+
+
+def header(name: str, settings: str) -> None:
+    """The first lines of a performance benchmark's report: what, when, on which machine."""
+    print(f"# svae_lite {name} benchmark, {datetime.datetime.now():%Y-%m-%d %H:%M}")
+    print(f"# machine: {machine()}")
+    print(f"# {settings}")
+
+
+def write_json(path: str | None, rows) -> None:
+    """Write ``rows`` to ``path`` as JSON (nothing when ``path`` is None)."""
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(rows, indent=1))
 
 
 def fmt_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:

@@ -32,10 +32,10 @@ upper bound that shows how much of the gap the alignment step causes.
 start (no warm-up, no alignment): what the networks can reach when the masks are known.
 ``SVAEPlus/penalty-weight-1`` is sVAE+ with the mask prior at full tempered weight
 (``penalty_weight=1``; the default is 0.3). ``*/dropout-no-free-bits`` are the sparse
-models with the networks' previous settings (encoder dropout 0.1, plain ELBO; the defaults
-are now dropout 0 and ``kl_free_bits=0.25``), ``SVAEPlus/dropout`` and
-``SVAEPlus/no-free-bits`` change one of the two, and ``VAE/no-dropout-free-bits`` and
-``iVAE/no-dropout-free-bits`` give the dense models the sparse models' network settings.
+models with encoder dropout 0.1 and the plain ELBO instead of their defaults (dropout 0,
+``kl_free_bits=0.25``), ``SVAEPlus/dropout`` and ``SVAEPlus/no-free-bits`` change one of
+the two, and ``VAE/no-dropout-free-bits`` and ``iVAE/no-dropout-free-bits`` give the dense
+models the sparse models' network settings.
 
 Each run is a separate process with one torch thread (``--jobs`` in parallel). Prints a table
 of mean +- sd over seeds and writes every run to ``benchmarks/results/identifiability_<setting>.csv``.
@@ -43,14 +43,14 @@ of mean +- sd over seeds and writes every run to ``benchmarks/results/identifiab
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common as C  # noqa: E402
 
 MODELS = ["VAE", "BetaVAE", "iVAE", "SVAE", "SVAEPlus"]
 SETTINGS = {
@@ -65,7 +65,7 @@ VARIANTS = {
     "SVAEPlus/oracle-alignment": ("SVAEPlus", {}, {}),
     "SVAEPlus/penalty-weight-1": ("SVAEPlus", {"penalty_weight": 1.0}, {}),
     "SVAEPlus/oracle-masks": ("SVAEPlus", {}, {"dense_fraction": 0.0}),
-    # the networks' settings before free bits and dropout 0 became the sparse presets' defaults
+    # the sparse models with encoder dropout and without free bits (their defaults: 0 and 0.25)
     "SVAEPlus/dropout-no-free-bits": ("SVAEPlus", {"dropout_rate": 0.1, "kl_free_bits": 0.0}, {}),
     "SVAEPlus/dropout": ("SVAEPlus", {"dropout_rate": 0.1}, {}),
     "SVAEPlus/no-free-bits": ("SVAEPlus", {"kl_free_bits": 0.0}, {}),
@@ -76,31 +76,12 @@ VARIANTS = {
 }
 
 
-def _latent(model, X):
-    """Posterior means of the training cells without disturbing the training mode."""
-    import torch
-
-    module = model.module
-    was_training = module.training
-    module.eval()
-    with torch.no_grad():
-        z = module.inference(X)["qz"].loc.cpu().numpy()
-    module.train(was_training)
-    return z
-
-
 def run_one(args, label, model, model_kw, train_kw, seed) -> dict:
-    import logging
-    import types
-    import warnings
-
+    """One fit (a worker's task): simulate, train ``model`` as ``label``, score against the truth."""
     import numpy as np
     import torch
     from scipy.linalg import orthogonal_procrustes
 
-    warnings.filterwarnings("ignore")
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    torch.set_num_threads(1)
     import svae_lite as sl
 
     adata = sl.simulate(n_latent=args.n_latent, n_perturbations=args.n_perturbations,
@@ -122,21 +103,23 @@ def run_one(args, label, model, model_kw, train_kw, seed) -> dict:
                     prior.mask_logit[i] = torch.as_tensor(np.where(truth.loc[name].to_numpy(), 20.0, -20.0))
         prior.mask_logit.requires_grad_(False)
     elif sparse:
-        X = torch.as_tensor(np.asarray(train.X), dtype=torch.float32)
-        align = m._align
+        oracle = label.endswith("oracle-alignment")  # diagnostic only: uses the truth
 
-        def traced_align(self, seed=0):
-            z = _latent(self, X)
+        def at_alignment(fit):
+            """Called before the alignment step rotates the latents: records them and the
+            best (Procrustes) rotation onto the truth; the oracle variant applies the latter."""
+            z = fit.get_latent_representation()
             R_best, _ = orthogonal_procrustes(z - z.mean(0), z_true - z_true.mean(0))
+            diag["z_dense"] = z
             diag["dense_procrustes_mcc"] = sl.metrics.mcc(z_true, z @ R_best)
-            oracle = label.endswith("oracle-alignment")  # diagnostic only: uses the truth
-            align(seed=seed, rotation=R_best if oracle else None)
-            diag["aligned_mcc"] = sl.metrics.mcc(z_true, _latent(self, X))
+            return R_best if oracle else None
 
-        m._align = types.MethodType(traced_align, m)
+        train_kw = dict(train_kw, alignment_rotation=at_alignment)
     t0 = time.time()
     m.train(max_epochs=args.max_epochs, seed=seed, enable_progress_bar=False, **train_kw)
     seconds = time.time() - t0
+    if "z_dense" in diag:  # latents after the step = latents before it @ the rotation applied
+        diag["aligned_mcc"] = sl.metrics.mcc(z_true, diag.pop("z_dense") @ m.alignment_["rotation"])
     rec = sl.metrics.target_recovery(train, m)
     elbo = float(np.asarray(m.history["elbo_train"]).ravel()[-1])
     z_fit = m.get_latent_representation()
@@ -169,7 +152,7 @@ def main(argv=None):
                     help=f"also run sVAE+ ablations (all, or the names given: {', '.join(VARIANTS)})")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", default=None)
-    ap.add_argument("--_one", help=argparse.SUPPRESS)
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     for key, value in SETTINGS[args.setting].items():
         if getattr(args, key) is None:
@@ -177,44 +160,36 @@ def main(argv=None):
     if args.out is None:
         args.out = os.path.join(os.path.dirname(__file__), "results", f"identifiability_{args.setting}.csv")
 
-    if args._one:  # worker mode: one run, JSON on stdout
-        spec = json.loads(args._one)
-        print("RESULT " + json.dumps(run_one(args, **spec)))
-        return
+    if args.worker:  # one run in this process
+        return C.serve(lambda spec: run_one(args, **spec), args.worker)
 
-    runs = [dict(label=m, model=m, model_kw={}, train_kw={}, seed=s) for m in args.models for s in args.seeds]
+    runs = [dict(label=m, model=m, model_kw={}, train_kw={}, seed=s, threads=1)
+            for m in args.models for s in args.seeds]
     if args.variants is not None:
         unknown = sorted(set(args.variants) - set(VARIANTS))
         if unknown:
             ap.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
         chosen = args.variants or list(VARIANTS)
-        runs += [dict(label=k, model=VARIANTS[k][0], model_kw=VARIANTS[k][1], train_kw=VARIANTS[k][2], seed=s)
-                 for k in chosen for s in args.seeds]
-    # workers get the same settings (the run itself travels in --_one)
-    base = [sys.executable, __file__, "--setting", args.setting] + [
+        runs += [dict(label=k, model=VARIANTS[k][0], model_kw=VARIANTS[k][1], train_kw=VARIANTS[k][2], seed=s,
+                      threads=1) for k in chosen for s in args.seeds]
+    # workers get the same settings (the run itself travels in --worker)
+    settings = ["--setting", args.setting] + [
         f"--{k.replace('_', '-')}={getattr(args, k)}" for k in SETTINGS[args.setting]]
     if args.max_epochs is not None:
-        base.append(f"--max-epochs={args.max_epochs}")
+        settings.append(f"--max-epochs={args.max_epochs}")
 
-    def launch(spec):
-        out = subprocess.run(base + ["--_one", json.dumps(spec)], capture_output=True, text=True)
-        line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
-        if not line:
-            raise RuntimeError(f"run {spec} failed:\n{out.stderr[-3000:]}")
-        res = json.loads(line[0][7:])
+    def report(res):
         print(f"  {res['model']:26s} seed {res['seed']}: MCC {res['mcc']:.3f}  F1 {res['target_f1']:.3f}  "
               f"dense->procrustes {res['dense_procrustes_mcc']:.3f}  aligned {res['aligned_mcc']:.3f}  "
               f"collapsed {res['collapsed_latents']}  "
               f"({res['epochs']} epochs, {res['seconds']:.0f} s)", flush=True)
-        return res
 
     n_train = args.n_perturbations - args.n_heldout
     print(f"setting {args.setting}: d={args.n_latent}, {n_train} training perturbations x "
           f"{args.n_cells} cells (+ control), {args.n_genes} genes, "
           f"{args.max_epochs or 'default'} epochs, seeds {args.seeds}", flush=True)
     t0 = time.time()
-    with ThreadPoolExecutor(args.jobs) as ex:
-        results = list(ex.map(launch, runs))
+    results = C.run_workers(__file__, runs, args.jobs, settings, report)
     df = pd.DataFrame(results)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     df.to_csv(args.out, index=False)

@@ -15,8 +15,6 @@ get_marginal_ll (2,000 cells, 100 importance samples) on the model's device.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import sys
 from pathlib import Path
 
@@ -42,13 +40,9 @@ def parse(argv=None):
     p.add_argument("--n-latent", type=int, default=15)
     p.add_argument("--epochs", type=int, default=None, help="epochs per run (3; 2 with --quick); first not timed")
     p.add_argument("--batch-sizes", default="256", help="comma list of minibatch sizes")
-    p.add_argument("--n-hidden", type=int, default=128)
-    p.add_argument("--n-layers", type=int, default=2)
     p.add_argument("--models", default=None, help="comma list (SVAEPlus,SCVI; SVAEPlus with --quick)")
     p.add_argument("--accelerator", default="auto", help="auto (default), gpu or cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch threads on the CPU")
-    p.add_argument("--json", default=None, help="write the results to this JSON file")
-    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    C.add_run_options(p, threads_help="torch threads on the CPU")
     a = p.parse_args(argv)
     a.n_cells = a.n_cells or (6_000 if a.quick else N_CELLS)
     a.epochs = a.epochs or (2 if a.quick else 3)
@@ -59,27 +53,23 @@ def parse(argv=None):
 
         if not torch.cuda.is_available():
             a.threads = 1  # the fastest for these network sizes on a CPU
-    if a.epochs < 2:
-        p.error("--epochs must be >= 2 (the first epoch is not timed)")
+    C.check_epochs(p, a.epochs)
     return a
 
 
 def main(argv=None):
     a = parse(argv)
     if a.worker:
-        C.worker_main(json.loads(a.worker))
-        return
+        return C.serve(C.measure, a.worker)
     import torch
 
     if not torch.cuda.is_available() and not a.quick:
         print("note: no GPU visible to torch; running on the CPU (use --quick for a short CPU check)",
               file=sys.stderr)
     script = str(Path(__file__).resolve())
-    print(f"# svae_lite Replogle-scale benchmark, {datetime.datetime.now():%Y-%m-%d %H:%M}")
-    print(f"# machine: {C.machine()}")
-    print(f"# simulated {a.n_cells} cells x {a.n_genes} genes, {a.n_perturbations} perturbations, d={a.n_latent}; "
-          f"{a.n_layers}x{a.n_hidden} hidden, {a.epochs} epochs (first not timed), accelerator={a.accelerator}; "
-          "sVAE+ in its sparse phase")
+    C.header("Replogle-scale", f"simulated {a.n_cells} cells x {a.n_genes} genes, {a.n_perturbations} "
+             f"perturbations, d={a.n_latent}; {a.n_layers}x{a.n_hidden} hidden, {a.epochs} epochs (first not "
+             f"timed), accelerator={a.accelerator}; sVAE+ in its sparse phase")
     rows = []
     for bs in a.batch_sizes:
         for m in a.models:
@@ -106,9 +96,7 @@ def main(argv=None):
                   f"{r['latent_s']:.2f} s and get_marginal_ll ({r['marginal_ll_cells']} cells, 100 samples) "
                   f"{r['marginal_ll_s']:.2f} s on {r['inference_device']}; 100 epochs would take "
                   f"{100 * r['s_per_epoch'] / 60:.1f} min")
-    if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(rows, indent=1))
+    C.write_json(a.json, rows)
     return rows
 
 

@@ -16,8 +16,6 @@ microseconds per cell, alignment seconds, peak memory.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import sys
 from pathlib import Path
 
@@ -42,13 +40,9 @@ def parse(argv=None):
     p.add_argument("--n-latent", type=int, default=10)
     p.add_argument("--epochs", type=int, default=3, help="epochs per run (the first is not timed)")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--n-hidden", type=int, default=128)
-    p.add_argument("--n-layers", type=int, default=2)
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default 1 on CPU)")
     p.add_argument("--with-scvi", action="store_true", help="also time SCVI on the cells axis")
     p.add_argument("--plot", action="store_true", help="save benchmarks/results/scaling.png")
-    p.add_argument("--json", default=None, help="write the results to this JSON file")
-    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    C.add_run_options(p)
     a = p.parse_args(argv)
     a.accelerator = "gpu" if a.gpu else "cpu"
     if a.threads is None and not a.gpu:
@@ -56,8 +50,7 @@ def parse(argv=None):
     a.cells = [int(x) for x in (a.cells or ("10000,30000,60000,120000" if a.gpu else "2500,5000,10000,20000")).split(",")]
     a.perturbations = [int(x) for x in (a.perturbations or ("50,300,1200,2400" if a.gpu else "10,50,200,800")).split(",")]
     a.fixed_cells = a.fixed_cells or (50_000 if a.gpu else 10_000)
-    if a.epochs < 2:
-        p.error("--epochs must be >= 2 (the first epoch is not timed)")
+    C.check_epochs(p, a.epochs)
     return a
 
 
@@ -96,14 +89,11 @@ def plot(rows, path: Path):
 def main(argv=None):
     a = parse(argv)
     if a.worker:
-        C.worker_main(json.loads(a.worker))
-        return
+        return C.serve(C.measure, a.worker)
     script = str(Path(__file__).resolve())
-    print(f"# svae_lite scaling benchmark, {datetime.datetime.now():%Y-%m-%d %H:%M}")
-    print(f"# machine: {C.machine()}")
-    print(f"# settings: {a.n_genes} genes, d={a.n_latent}, batch {a.batch_size}, {a.n_layers}x{a.n_hidden} "
-          f"hidden, {a.epochs} epochs (first not timed), accelerator {a.accelerator}, torch threads "
-          f"{a.threads or 'default'}; sVAE+ in its sparse phase")
+    C.header("scaling", f"settings: {a.n_genes} genes, d={a.n_latent}, batch {a.batch_size}, "
+             f"{a.n_layers}x{a.n_hidden} hidden, {a.epochs} epochs (first not timed), accelerator "
+             f"{a.accelerator}, torch threads {a.threads or 'default'}; sVAE+ in its sparse phase")
     rows = []
     models = ["SVAEPlus"] + (["SCVI"] if a.with_scvi else [])
     for n in a.cells:
@@ -131,9 +121,7 @@ def main(argv=None):
         print(f"cells x{hi['n_cells'] / lo['n_cells']:.1f}: time per epoch x{hi['s_per_epoch'] / lo['s_per_epoch']:.2f}")
     if a.plot:
         print(f"plot: {plot(rows, C.ROOT / 'benchmarks' / 'results' / 'scaling.png')}")
-    if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(rows, indent=1))
+    C.write_json(a.json, rows)
     return rows
 
 

@@ -18,9 +18,6 @@ throughput ratio (target >= 0.8). Models: see ``--help``.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -48,18 +45,13 @@ def parse(argv=None):
     p.add_argument("--n-perturbations", type=int, default=199, help="simulated perturbations (+ control)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per run (4; 10 with --gpu)")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--n-hidden", type=int, default=128)
-    p.add_argument("--n-layers", type=int, default=2)
     p.add_argument("--n-latent", type=int, default=10)
     p.add_argument("--repeats", type=int, default=1, help="runs per (model, data); the median is reported")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch intra-op threads (default: 1 on CPU, which is the fastest for these "
-                        "network sizes and stable on a shared machine; torch's default with --gpu)")
     p.add_argument("--accelerator", default=None, help="cpu, gpu or auto (default: cpu; gpu with --gpu)")
     p.add_argument("--profile", action="store_true",
                    help="also report the phases of a step and the top torch ops (one extra short run per model)")
-    p.add_argument("--json", default=None, help="write all results to this JSON file")
-    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    C.add_run_options(p, threads_help="torch intra-op threads (default: 1 on CPU, which is the fastest for "
+                      "these network sizes and stable on a shared machine; torch's default with --gpu)")
     a = p.parse_args(argv)
     a.accelerator = a.accelerator or ("gpu" if a.gpu else "cpu")
     a.n_cells = a.n_cells or (100_000 if a.gpu else 20_000)
@@ -74,8 +66,7 @@ def parse(argv=None):
     for d in a.datasets:
         if d not in ("papalexi", "simulated"):
             p.error(f"--datasets: unknown data set {d!r}; choose papalexi or simulated")
-    if a.epochs < 2:
-        p.error("--epochs must be >= 2 (the first epoch is not timed)")
+    C.check_epochs(p, a.epochs)
     return a
 
 
@@ -98,15 +89,13 @@ def median_result(runs: list[dict]) -> dict:
     return r
 
 
-def profile_ops(spec: dict, n_steps: int = 40) -> str:
-    """Top torch ops (self CPU time, and CUDA time on a GPU) over ``n_steps`` training steps."""
-    C.quiet()
+def profile_ops(spec: dict, n_steps: int = 40) -> dict:
+    """Top torch ops (self CPU time, and CUDA time on a GPU) over ``n_steps`` training steps:
+    ``{"table": the profiler's table}`` (a worker's task)."""
     import torch
     from lightning.pytorch.callbacks import Callback
     from torch.profiler import ProfilerActivity, profile
 
-    if spec.get("threads"):
-        torch.set_num_threads(int(spec["threads"]))
     adata = C.load_data(spec)
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     prof = profile(activities=acts)
@@ -132,23 +121,21 @@ def profile_ops(spec: dict, n_steps: int = 40) -> str:
     if window.active:
         prof.__exit__(None, None, None)
     key = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
-    return prof.key_averages().table(sort_by=key, row_limit=15, max_name_column_width=45)
+    return {"table": prof.key_averages().table(sort_by=key, row_limit=15, max_name_column_width=45)}
+
+
+def task(spec: dict) -> dict:
+    """A worker's task: the op profile when ``spec['ops']``, else a measurement."""
+    return profile_ops(spec) if spec.get("ops") else C.measure(spec)
 
 
 def main(argv=None):
     a = parse(argv)
     if a.worker:
-        spec = json.loads(a.worker)
-        if spec.get("ops"):
-            print(profile_ops(spec))
-            return
-        C.worker_main(spec)
-        return
-    print(f"# svae_lite throughput benchmark, {datetime.datetime.now():%Y-%m-%d %H:%M}")
-    print(f"# machine: {C.machine()}")
-    print(f"# settings: batch {a.batch_size}, {a.n_layers}x{a.n_hidden} hidden, {a.n_latent} latents, "
-          f"{a.epochs} epochs (first not timed), accelerator {a.accelerator}, torch threads "
-          f"{a.threads or 'default'}, repeats {a.repeats}; sVAE+ in its sparse phase (mask sampled every step)")
+        return C.serve(task, a.worker)
+    C.header("throughput", f"settings: batch {a.batch_size}, {a.n_layers}x{a.n_hidden} hidden, {a.n_latent} "
+             f"latents, {a.epochs} epochs (first not timed), accelerator {a.accelerator}, torch threads "
+             f"{a.threads or 'default'}, repeats {a.repeats}; sVAE+ in its sparse phase (mask sampled every step)")
     results, script = [], str(Path(__file__).resolve())
     for dataset in a.datasets:
         runs = {m: [] for m in a.models}
@@ -176,14 +163,12 @@ def main(argv=None):
             print(C.fmt_table(prow, [("model", "model", "s")] + [
                 (k, k, ".2f") for k in ("data", "forward", "backward", "optimizer", "other", "step_total")]))
             for m in a.models:
-                spec = dict(spec_for(a, dataset, m), ops=True)
-                proc = subprocess.run([sys.executable, script, "--worker", json.dumps(spec)],
-                                      capture_output=True, text=True, cwd=str(C.ROOT))
-                table = "\n".join(line for line in proc.stdout.splitlines() if not line.startswith(("USDT", "STAGE")))
-                print(f"\ntop torch ops, {m} on {dataset} (40 steps):\n{table or proc.stderr[-2000:]}")
-    if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(results, indent=1))
+                try:
+                    table = C.run_worker(script, dict(spec_for(a, dataset, m), ops=True))["table"]
+                except RuntimeError as err:
+                    table = str(err)
+                print(f"\ntop torch ops, {m} on {dataset} (40 steps):\n{table}")
+    C.write_json(a.json, results)
     return results
 
 
