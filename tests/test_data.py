@@ -5,19 +5,12 @@ import scipy.sparse as sp
 import torch
 
 import svae_lite as sl
-from svae_lite import models as M
+from svae_lite._training import ShiftTrainingPlan
 from svae_lite._data import TensorBatchLoader, TensorDataSplitter, dense_tensor
 
 FIT = dict(batch_size=64, enable_progress_bar=False, accelerator="cpu")
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny networks gain nothing from intra-op threads, which only spin on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture()
@@ -75,7 +68,7 @@ def test_epoch_logging_matches_scvi_tools_metrics(registered):
     """The plan's once-per-epoch history equals scvi-tools' per-step logging, value for value."""
     from scvi.train import TrainingPlan
 
-    class ScviLogging(M._PlanWithPriorLR):
+    class ScviLogging(ShiftTrainingPlan):
         def training_step(self, batch, batch_idx):
             return TrainingPlan.training_step(self, batch, batch_idx)
 
@@ -83,13 +76,13 @@ def test_epoch_logging_matches_scvi_tools_metrics(registered):
             pass
 
     hist = {}
-    for plan in (ScviLogging, M._PlanWithPriorLR):
+    for plan in (ScviLogging, ShiftTrainingPlan):
         m = sl.SVAEPlus(registered, n_latent=4, n_hidden=16, seed=0)
         m._training_plan_cls = plan
         m.train(max_epochs=3, seed=0, dense_fraction=0.5, **FIT)
         hist[plan] = m.history
     for key in ("train_loss", "elbo_train", "reconstruction_loss_train", "kl_local_train", "kl_global_train"):
-        ours = hist[M._PlanWithPriorLR][key].to_numpy(dtype=float)
+        ours = hist[ShiftTrainingPlan][key].to_numpy(dtype=float)
         np.testing.assert_allclose(ours, hist[ScviLogging][key].to_numpy(dtype=float), rtol=1e-6, err_msg=key)
 
 

@@ -25,6 +25,7 @@ def test_each_model_trains_and_returns_finite_values(cls, small_train):
     assert pred.shape == (2, small_train.n_vars) and np.isfinite(pred.to_numpy()).all()
 
 
+@pytest.mark.slow
 def test_sparse_model_masks_and_alignment(small_train):
     sl.SVAEPlus.setup_anndata(small_train)
     m = sl.SVAEPlus(small_train, n_latent=4, n_hidden=32)
@@ -40,12 +41,13 @@ def test_sparse_model_masks_and_alignment(small_train):
 def test_penalty_weight_scales_only_the_mask_prior(kind):
     from svae_lite.priors import SparseShift
 
-    def penalty(weight, prior_weight):
+    def penalty(weight, cells_per_label):
         torch.manual_seed(0)
-        p = SparseShift(5, 3, 0, penalty=kind, sparsity=2.0, estimator="exact", penalty_weight=weight)
+        p = SparseShift(5, 3, 0, penalty=kind, sparsity=2.0, estimator="exact", penalty_weight=weight,
+                        penalty_scale="cells")
         with torch.no_grad():
             p.mask_logit.normal_()
-        return float(p.penalty(prior_weight=prior_weight))
+        return float(p.penalty(cells_per_label=cells_per_label))
 
     # penalty = (entropy term) + w * (prior term): linear in the weight, and the weight
     # multiplies the tempering weight
@@ -107,6 +109,7 @@ def test_save_load_round_trip(tmp_path, small_train):
     pd.testing.assert_frame_equal(m.get_intervention_targets(), m2.get_intervention_targets())
 
 
+@pytest.mark.slow
 def test_transfer_learns_only_new_perturbations(small_adata):
     train = small_adata[small_adata.obs["split"] == "train"].copy()
     held = small_adata[small_adata.obs["split"] == "heldout"].copy()
