@@ -63,7 +63,7 @@ sim_seed = 0
 models = ["VAE", "BetaVAE", "iVAE", "SVAE", "SVAEPlus"]
 seed = 0
 max_epochs = 400 if FULL else 60
-transfer_epochs = 200 if FULL else 100
+transfer_epochs = 400                    # about 1,000 optimisation steps of the new shifts
 n_samples = 100 if FULL else 50          # importance samples per cell (IWELBO)
 
 # %% tags=["remove-input"]
@@ -87,7 +87,7 @@ from svae_lite import plotting
 
 # %% [markdown]
 # Full scale: `SVAE_LITE_FULL=1`, or e.g.
-# `jupytext --to ipynb --output - book/04_out_of_distribution.py | papermill - out.ipynb -p max_epochs 400 -p transfer_epochs 200 -p n_samples 100`
+# `jupytext --to ipynb --output - book/04_out_of_distribution.py | papermill - out.ipynb -p max_epochs 400 -p n_samples 100`
 # (with the simulation values of chapter 3's full scale).
 #
 # ## Data: training cells, and two halves of every held-out perturbation
@@ -218,7 +218,7 @@ print(f"chapter ran in {H.elapsed()}")
 #
 # 1. How many importance samples are enough? Plot the mean held-out log-likelihood of one
 #    model against `n_samples` in (1, 10, 100, 1000). Why does it increase?
-# 2. Transfer with `transfer_epochs` 10, 50, 200: when does the held-out likelihood stop
+# 2. Transfer with `transfer_epochs` 20, 100, 400: when does the held-out likelihood stop
 #    improving, and does it ever get worse (overfitting the fitting half)?
 # 3. Score the *fitting* half instead of the scoring half after transfer. How large is the
 #    gap, and what does it tell you about how many parameters transfer learns?

@@ -56,7 +56,6 @@ max_epochs = 400 if FULL else 60
 models = ["iVAE", "SVAE", "SVAEPlus"]       # models with perturbation parameters to transfer
 seed = 0
 transfer_cells = [5, 10, 25, 50, 100, 250] if FULL else [5, 20, 75]   # cells per new perturbation
-transfer_epochs = 200 if FULL else 100
 n_samples = 100 if FULL else 30
 # 1b. Papalexi IFN-gamma pathway held out
 real_models = ["iVAE", "SVAEPlus"]
@@ -76,7 +75,7 @@ globals().update(H.check_parameters(
     n_latent=n_latent, n_perturbations=n_perturbations, n_heldout=n_heldout,
     n_cells_per_perturbation=n_cells_per_perturbation, n_genes=n_genes, sim_seed=sim_seed,
     max_epochs=max_epochs, models=models, seed=seed, transfer_cells=transfer_cells,
-    transfer_epochs=transfer_epochs, n_samples=n_samples, real_models=real_models,
+    n_samples=n_samples, real_models=real_models,
     real_n_latent=real_n_latent, real_max_epochs=real_max_epochs, real_max_cells=real_max_cells,
     real_max_control=real_max_control, real_transfer_cells=real_transfer_cells,
     small_n_latent=small_n_latent, small_max_epochs=small_max_epochs,
@@ -111,11 +110,10 @@ def split_cells(data, n_fit_max, rng):
     return fit
 
 
-def first_n(data, n, rng):
-    """The first ``n`` cells of every perturbation of ``data`` (random order)."""
-    keep = []
-    for p, idx in data.obs.groupby("perturbation", observed=True).indices.items():
-        keep.append(rng.permutation(idx)[:n])
+def first_n(data, n):
+    """The first ``n`` cells of every perturbation of ``data``: the same cells for every
+    model, and the cells for a smaller ``n`` are among those for a larger one (paired)."""
+    keep = [idx[:n] for idx in data.obs.groupby("perturbation", observed=True).indices.values()]
     return data[np.sort(np.concatenate(keep))].copy()
 
 
@@ -125,15 +123,14 @@ def as_control(data):
     return out
 
 
-def transfer_curve(model, name, pool, scored, cells, rng):
+def transfer_curve(model, name, pool, scored, cells):
     """Held-out log-likelihood (nats per cell) of ``scored`` under ``model`` before transfer
     (as controls) and after transfer from the first ``n`` cells of every perturbation of
     ``pool``, for each ``n`` in ``cells``. Returns the rows and the last transferred model."""
     before = model.get_marginal_ll(as_control(scored), n_samples=n_samples).mean()
     rows = [{"model": f"{name}, before transfer", "n_cells": 0, "log_likelihood": before}]
     for n in cells:
-        new = model.transfer(first_n(pool, n, rng), max_epochs=transfer_epochs,
-                             enable_progress_bar=False)
+        new = model.transfer(first_n(pool, n), enable_progress_bar=False)
         ll = new.get_marginal_ll(scored, n_samples=n_samples).mean()
         rows.append({"model": name, "n_cells": n, "log_likelihood": ll})
     print(f"{name:9s} before {before:8.2f}; after, by cells per perturbation: "
@@ -176,7 +173,7 @@ pool, score_cells = held[fit_mask].copy(), held[~fit_mask].copy()
 curve = []
 for name in models:
     model = H.fit(getattr(sl, name), train, sim, n_latent=n_latent, max_epochs=max_epochs, seed=seed)
-    curve += transfer_curve(model, name, pool, score_cells, transfer_cells, rng)[0]
+    curve += transfer_curve(model, name, pool, score_cells, transfer_cells)[0]
 sim_curve = pd.DataFrame(curve)
 
 # %%
@@ -211,7 +208,7 @@ for name in real_models:
                    "cap_control": real_max_control, "seed": seed},
                   n_latent=real_n_latent, max_epochs=real_max_epochs, seed=seed)
     rows, real_models_fitted[name] = transfer_curve(model, name, p_pool, p_score,
-                                                    real_transfer_cells, rng)
+                                                    real_transfer_cells)
     real_curve += rows
 real_curve = pd.DataFrame(real_curve)
 
@@ -348,7 +345,7 @@ for name in ["iVAE", "SVAEPlus"]:
                   {"dataset": "mcfaline2023", "reference": reference_line, "new_line": new_line, "seed": seed},
                   n_latent=small_n_latent, max_epochs=small_max_epochs, seed=seed)
     before = model.get_marginal_ll(as_control(m_score), n_samples=n_samples).mean()
-    new = model.transfer(m_fit, max_epochs=transfer_epochs, enable_progress_bar=False)
+    new = model.transfer(m_fit, enable_progress_bar=False)
     after = new.get_marginal_ll(m_score, n_samples=n_samples).mean()
     mcf_rows.append({"model": name, "before transfer": before, "after transfer": after})
     E = own_effects(new.get_shifts())

@@ -4,39 +4,59 @@
 """
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import torch
 from anndata import AnnData
 
 from . import _validation as V
 
-__all__ = ["TransferMixin"]
+__all__ = ["TransferMixin", "MIN_TRANSFER_STEPS"]
+
+#: Fewest optimisation steps of a default ``transfer()``.
+MIN_TRANSFER_STEPS = 1000
 
 
 class TransferMixin:
     """``transfer()`` of a fitted :class:`~svae_lite.ShiftModel`."""
 
-    def transfer(self, adata_new: AnnData, max_epochs: int = 200, prior_lr: float = 1e-2,
-                 batch_size: int = 256, seed: int | None = 0, **train_kwargs):
+    def transfer(self, adata_new: AnnData, max_epochs: int | None = None, prior_lr: float = 1e-2,
+                 batch_size: int = 256, dense_fraction: float | None = None, seed: int | None = 0,
+                 **train_kwargs):
         """Learn perturbations unseen in training with everything shared frozen.
 
         Returns a new model of the same class on ``adata_new`` whose encoder, decoder and
         dispersion are copies of this model's and stay fixed; only the new perturbations'
         prior parameters (shift, scale, and mask for sparse models) are trained, on the cells
         of ``adata_new`` (which may be few per perturbation). Perturbations already known keep
-        their parameters. ``self`` is not modified; ``adata_new`` is registered with the new
+        their parameters.
+
+        Sparse models learn the new perturbations as ``train()`` learns all of them: dense
+        shifts first (``dense_fraction`` of the epochs, default 0.5), then the new masks start
+        from those shifts (no rotation: the latent space is frozen) and masks and shifts
+        train together, each new perturbation's mask row paid for by each of its cells in
+        ``adata_new``, as in ``train()``. ``self`` is not modified; ``adata_new`` is registered with the new
         model like :meth:`setup_anndata` does (adds ``obs['_svae_perturbation']``,
         ``obs['_scvi_labels']`` and ``uns['_scvi_*']``; counts untouched). It must hold the
         training genes in the training order and may lack control cells.
+
+        ``max_epochs`` defaults to at least 200 epochs and at least
+        :data:`MIN_TRANSFER_STEPS` optimisation steps: with few cells an epoch is one step,
+        and the prior's parameters (shifts of several control SDs at ``prior_lr``) need
+        hundreds of Adam steps to get there.
         """
         new = self._check_transfer_data(adata_new)
+        if max_epochs is None:
+            batch_size = V.check_positive_int(batch_size, "batch_size")
+            max_epochs = max(200, math.ceil(MIN_TRANSFER_STEPS / math.ceil(adata_new.n_obs / batch_size)))
         model = self._transfer_copy(adata_new, new)
         n_old = len(self.perturbations_)
         trainable = torch.zeros(len(model.perturbations_), dtype=torch.bool)
         trainable[n_old:] = True
         hooks = model.module.freeze_shared_(trainable)
         try:
-            extra = {"dense_fraction": 0.0} if model.module.prior.learns_targets else {}
+            extra = {} if dense_fraction is None else {"dense_fraction": dense_fraction}
             model.train(max_epochs=max_epochs, prior_lr=prior_lr, batch_size=batch_size, seed=seed,
                         n_epochs_kl_warmup=train_kwargs.pop("n_epochs_kl_warmup", None),
                         **extra, **train_kwargs)

@@ -253,7 +253,7 @@ class ShiftModel(QueryMixin, TransferMixin, UnsupervisedTrainingMixin, BaseModel
         if args.seed is not None:
             torch.manual_seed(args.seed)
             np.random.seed(args.seed)
-        self.module.n_obs.fill_(max(1.0, args.train_size * self.adata.n_obs))
+        self._set_cell_counts(args.train_size)
         splitter = dict(trainer_kwargs.pop("datasplitter_kwargs", None) or {})
         splitter.setdefault("split_seed", args.seed)
         trainer_kwargs.setdefault("enable_progress_bar", True)
@@ -268,6 +268,14 @@ class ShiftModel(QueryMixin, TransferMixin, UnsupervisedTrainingMixin, BaseModel
             )
         self.module.eval()
         return result
+
+    def _set_cell_counts(self, train_size: float) -> None:
+        """Tell the module how many cells it fits: in all (the loss is per cell) and of each
+        label (each perturbation's cells pay for its mask row), expected under the split."""
+        codes = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY)).ravel()
+        counts = np.bincount(codes.astype(np.int64), minlength=len(self.perturbations_))
+        self.module.n_obs.fill_(max(1.0, train_size * self.adata.n_obs))
+        self.module.set_label_cells_(train_size * counts)
 
     def _phase_callbacks(self, args: TrainingArgs, dense_fraction, rotation, trainer_kwargs) -> list:
         """Set the prior's phase for training: a sparse model with ``dense_fraction > 0``

@@ -81,8 +81,12 @@ class ShiftVAEModule(BaseModuleClass):
         self.prior = make_prior(prior, n_labels, n_latent, control_index, **(prior_kwargs or {}))
         # Number of training cells: scales the global (mask) term so the loss is per cell.
         self.register_buffer("n_obs", torch.tensor(1.0))
-        # True after freeze_shared_(): only the prior's parameters of new labels train.
+        # Cells of each label in the data being fitted (set by set_label_cells_ before
+        # training): a tempered mask prior is paid by each cell of its perturbation.
+        self.register_buffer("label_cells", torch.ones(n_labels), persistent=False)
+        # After freeze_shared_(): the networks are fixed and only these labels' prior rows train.
         self.networks_frozen = False
+        self.trainable_labels = None
 
     def train(self, mode: bool = True):
         """Like ``nn.Module.train``; frozen networks (transfer learning) stay in eval mode."""
@@ -112,9 +116,18 @@ class ShiftVAEModule(BaseModuleClass):
             if not name.startswith("prior."):
                 p.requires_grad_(False)
         self.networks_frozen = True
+        self.trainable_labels = trainable_labels.bool().clone()
         keep = trainable_labels.reshape(-1, 1).float()
         return [p.register_hook(lambda g, keep=keep: g * keep.to(g.device))
                 for p in self.prior.parameters() if p.requires_grad]
+
+    def set_label_cells_(self, counts) -> None:
+        """Cells of each label (labels,) in the data about to be fitted. Labels that do not
+        train (frozen by :meth:`freeze_shared_`) count 0: their mask rows are not fitted."""
+        counts = torch.as_tensor(counts, dtype=torch.float32, device=self.label_cells.device)
+        if self.trainable_labels is not None:
+            counts = counts * self.trainable_labels.to(counts.device).float()
+        self.label_cells.copy_(counts)
 
     # --- scvi-tools plumbing -------------------------------------------------------------
     def _get_inference_input(self, tensors):
@@ -162,8 +175,7 @@ class ShiftVAEModule(BaseModuleClass):
         recon = -generative_outputs["px"].log_prob(x).sum(-1)
         kl_latent = self.prior.kl_per_latent(qz.loc, qz.scale, labels)  # (cells, d)
         kl_local = kl_latent.sum(-1)
-        # A tempered mask prior is paid by every cell of a perturbation: n_obs / n_labels.
-        kl_global = self.prior.penalty(cells_per_label=self.n_obs / self.prior.n_labels)
+        kl_global = self.prior.penalty(cells_per_label=self.label_cells)
         weight = kl_weight * self.beta
         global_term = kl_weight * kl_global / self.n_obs
         if self.training and self.kl_free_bits > 0:
@@ -194,11 +206,17 @@ class ShiftVAEModule(BaseModuleClass):
         :func:`svae_lite.alignment.sparsest_rotation`), initialise the masks from the rotated
         shifts and switch them on.
 
+        With frozen networks (transfer learning) the latent space cannot rotate: the step
+        only starts the masks of the trainable labels from their shifts.
+
         Returns ``{"objective": float (nan for a given rotation), "rotation": (d, d) array}``.
         Latents after the step are the latents before it times the rotation.
         """
         if not self.prior.learns_targets:
             raise ValueError(f"{type(self.prior).__name__} has no masks: only sparse models are aligned.")
+        if self.networks_frozen:
+            self.prior.start_sparse_phase(rows=self.trainable_labels)
+            return {"objective": float("nan"), "rotation": np.eye(self.n_latent)}
         if rotation is None:
             shifts = self.prior.perturbation_shifts().cpu().numpy()
             R, objective = sparsest_rotation(shifts, seed=seed)

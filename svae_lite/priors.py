@@ -101,8 +101,9 @@ class StandardNormal(nn.Module):
     def set_dense(self, dense: bool) -> None:
         """Hold the masks at 1 (``True``, the dense warm-up) or use them: no masks here."""
 
-    def start_sparse_phase(self) -> None:
-        """End the dense warm-up: masks initialised from the shifts and switched on."""
+    def start_sparse_phase(self, rows=None) -> None:
+        """End the dense warm-up: masks of ``rows`` ((labels,) bool; None: all) initialised
+        from their shifts, and the masks switched on."""
         raise ValueError(f"{type(self).__name__} has no masks: only sparse priors have a sparse phase.")
 
     def rotate_(self, R):
@@ -259,31 +260,55 @@ class SparseShift(DenseShift):
         return p * kl_on + (1 - p) * kl_off
 
     def penalty(self, cells_per_label=1.0):
-        """KL(q(m) || p(m)) in nats, -log p(m) weighted by ``penalty_weight`` and, with
-        ``penalty_scale="cells"``, by ``cells_per_label`` (a tempered prior; a product of 1
-        is the ELBO). None while the masks are held at 1."""
+        """KL(q(m) || p(m)) in nats, -log p(m) weighted by ``penalty_weight``; None while the
+        masks are held at 1.
+
+        With ``penalty_scale="cells"`` the prior is tempered per perturbation: each row of
+        the mask is paid by every cell of its perturbation (``cells_per_label``, (labels,)
+        cells in the data being fitted; 0 for rows that are not fitted), whether the row is
+        learned in ``train()`` or in ``transfer()``. For the Beta-Bernoulli prior a row's
+        code length is then its conditional given the other rows, -log p(m_k | m_-k) (the
+        pseudo-likelihood of the masks); with ``"dataset"`` it is the joint -log p(m), paid
+        once, as in the ELBO.
+        """
         if bool(self.dense):
             return torch.zeros((), device=self.mask_logit.device)
-        weight = self.penalty_weight * (cells_per_label if self.penalty_scale == "cells" else 1.0)
         rows = self.is_perturbed.squeeze(1).bool()
         logit = self.mask_logit[rows]
         p = torch.sigmoid(logit)
-        if self.penalty_kind == "l0":
-            return weight * self.sparsity * p.sum()
-        neg_entropy = (p * F.logsigmoid(logit) + (1 - p) * F.logsigmoid(-logit)).sum()
-        return neg_entropy - weight * self._log_prior(logit, rows)
-
-    def _log_prior(self, logit, rows):
-        """log p(m) under Beta(1, sparsity)-Bernoulli masks, the Beta integrated out per
-        latent: sum_j log B(1 + n_j, b + K - n_j) - log B(1, b), n_j the active entries."""
-        if self.training and self.estimator == "gumbel" and self._sample is not None:
-            n_on = self._sample[rows].sum(0)
+        if self.penalty_scale == "cells":
+            weight = self.penalty_weight * torch.as_tensor(cells_per_label, dtype=p.dtype,
+                                                           device=p.device).expand(rows.shape[0])[rows]
         else:
-            n_on = torch.sigmoid(logit).sum(0)
-        K = float(logit.shape[0])
+            weight = torch.full((p.shape[0],), self.penalty_weight, dtype=p.dtype, device=p.device)
+        if self.penalty_kind == "l0":
+            return self.sparsity * (weight * p.sum(1)).sum()
+        neg_entropy = (p * F.logsigmoid(logit) + (1 - p) * F.logsigmoid(-logit)).sum()
+        m = self._sample[rows] if self._uses_sample() else p
+        if self.penalty_scale == "cells":
+            return neg_entropy - (weight * self._log_prior_rows(m)).sum()
+        return neg_entropy - self.penalty_weight * self._log_prior_joint(m)
+
+    def _uses_sample(self) -> bool:
+        return self.training and self.estimator == "gumbel" and self._sample is not None
+
+    def _log_prior_joint(self, m):
+        """log p(m) under Beta(1, sparsity)-Bernoulli masks, the Beta integrated out per
+        latent: sum_j log B(1 + n_j, b + K - n_j) - log B(1, b), n_j = sum_k m_kj."""
+        n_on, K = m.sum(0), float(m.shape[0])
         a, b = 1.0, self.sparsity
         return (_log_beta(a + n_on, b + K - n_on)
                 - math.lgamma(a) - math.lgamma(b) + math.lgamma(a + b)).sum()
+
+    def _log_prior_rows(self, m):
+        """log p(m_k | m_-k) of every row k (K,): under the integrated Beta(1, b) prior each
+        entry is on with probability (1 + n_-kj) / (1 + b + K - 1), n_-kj the other rows'
+        active entries on latent j. For a row added to fixed rows (transfer) this is the
+        exact increment of the joint code length."""
+        K = m.shape[0]
+        a, b = 1.0, self.sparsity
+        pi = (a + m.sum(0, keepdim=True) - m) / (a + b + K - 1)
+        return (m * torch.log(pi) + (1 - m) * torch.log1p(-pi)).sum(1)
 
     def intervention_probabilities(self):
         if bool(self.dense):
@@ -291,13 +316,19 @@ class SparseShift(DenseShift):
         return self.probs().detach().cpu().clone()
 
     @torch.no_grad()
-    def init_mask_from_shifts(self, threshold: float = 1.0, slope: float = 3.0):
-        """Set mask logits from the size of each (dense) shift: |delta| > threshold -> on."""
-        self.mask_logit.copy_(slope * (self.shift.abs() - threshold))
+    def init_mask_from_shifts(self, rows=None, threshold: float = 1.0, slope: float = 3.0):
+        """Set the mask logits of ``rows`` ((labels,) bool; None: all) from the size of each
+        (dense) shift, in control standard deviations: |delta| > threshold -> on."""
+        logits = slope * (self.shift.abs() - threshold)
+        if rows is None:
+            self.mask_logit.copy_(logits)
+        else:
+            rows = torch.as_tensor(rows, dtype=torch.bool, device=logits.device)
+            self.mask_logit[rows] = logits[rows]
 
     @torch.no_grad()
-    def start_sparse_phase(self) -> None:
-        self.init_mask_from_shifts()
+    def start_sparse_phase(self, rows=None) -> None:
+        self.init_mask_from_shifts(rows)
         self.set_dense(False)
 
 

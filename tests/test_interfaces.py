@@ -162,3 +162,66 @@ def test_plan_options_follow_scvi_tools():
 def test_load_names_a_missing_save(tmp_path, small_train):
     with pytest.raises(FileNotFoundError, match="No saved model"):
         sl.SVAEPlus.load(str(tmp_path / "nowhere"), adata=small_train)
+
+
+# ---------------------------------------------------------------- transfer (sparse models)
+def _penalty_per_cell_of_row(prior, cells, k):
+    """A row's share of the tempered mask penalty, per cell of its perturbation."""
+    rows = prior.is_perturbed.squeeze(1).bool()
+    m = torch.sigmoid(prior.mask_logit[rows])
+    share = -prior.penalty_weight * prior._log_prior_rows(m)
+    return float(share[k - 1])  # row k is the (k-1)-th perturbed row (control is row 0)
+
+
+def test_mask_penalty_of_a_perturbation_is_the_same_in_train_and_transfer(small_adata):
+    train = small_adata[small_adata.obs["split"] == "train"].copy()
+    held = small_adata[small_adata.obs["split"] == "heldout"].copy()
+    sl.SVAEPlus.setup_anndata(train)
+    model = sl.SVAEPlus(train, n_latent=3, n_hidden=16)
+    model.train(max_epochs=4, **FIT)
+    counts = train.obs["perturbation"].value_counts()
+    cells = model.module.label_cells.numpy()
+    assert [cells[model.perturbations_.index(p)] for p in counts.index] == counts.tolist()
+    new = model.transfer(held, max_epochs=4, **FIT)
+    held_counts = held.obs["perturbation"].value_counts()
+    cells_new = new.module.label_cells.numpy()
+    n_old = len(model.perturbations_)
+    assert np.all(cells_new[:n_old] == 0)  # frozen rows are not fitted
+    for p, n in held_counts.items():
+        assert cells_new[new.perturbations_.index(p)] == n
+    # each row pays, per cell, penalty_weight times its code length given the other rows,
+    # whichever of train() and transfer() fits it
+    prior = new.module.prior
+    k = new.perturbations_.index(held_counts.index[0])
+    per_cell = _penalty_per_cell_of_row(prior, cells_new, k)
+    joint = SparseShift(prior.n_labels, 3, 0, penalty="beta_bernoulli", sparsity=prior.sparsity,
+                        penalty_scale="cells", penalty_weight=prior.penalty_weight)
+    with torch.no_grad():
+        joint.mask_logit.copy_(prior.mask_logit)
+    assert per_cell == pytest.approx(_penalty_per_cell_of_row(joint, np.ones(prior.n_labels), k))
+
+
+def test_penalty_weights_each_row_by_its_cells():
+    prior = SparseShift(4, 2, 0, penalty="l0", sparsity=1.0, penalty_scale="cells")
+    with torch.no_grad():
+        prior.mask_logit.copy_(torch.tensor([[0.0, 0.0], [10.0, -10.0], [10.0, 10.0], [-10.0, -10.0]]))
+    cells = torch.tensor([100.0, 5.0, 7.0, 0.0])
+    p = torch.sigmoid(prior.mask_logit[1:]).sum(1)
+    assert float(prior.penalty(cells)) == pytest.approx(float((cells[1:] * p).sum()), rel=1e-6)
+
+
+@pytest.mark.slow
+def test_transferred_masks_become_sparse():
+    adata = sl.simulate(n_latent=4, n_perturbations=20, n_cells_per_perturbation=60, n_genes=40,
+                        n_heldout=4, n_targets=(1, 1), seed=7)
+    train = adata[adata.obs["split"] == "train"].copy()
+    held = adata[adata.obs["split"] == "heldout"].copy()
+    sl.SVAEPlus.setup_anndata(train)
+    model = sl.SVAEPlus(train, n_latent=4, n_hidden=32, seed=0)
+    model.train(max_epochs=100, **FIT)
+    new = model.transfer(held, **FIT)
+    learned = new.get_intervention_targets().loc[held.obs["perturbation"].unique()]
+    density = float((learned.to_numpy() > 0.5).mean())
+    assert 0.0 < density <= 0.5, learned.round(2)  # one true target of 4; all-on masks: 1.0
+    dense = model.transfer(held, dense_fraction=0.0, **FIT)  # masks start all on and stay on
+    assert float((dense.get_intervention_targets().loc[learned.index].to_numpy() > 0.5).mean()) > density
