@@ -422,6 +422,25 @@ def header(name: str, settings: str) -> None:
     print(f"# {settings}")
 
 
+def write_meta(results_path, argv=None) -> Path:
+    """Write ``<results>.meta.json`` beside a results file: when, on which machine, with
+    which command and package version (and git commit) it was produced."""
+    import svae_lite
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                                capture_output=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    results_path = Path(results_path)
+    meta = {"date": f"{datetime.datetime.now():%Y-%m-%d %H:%M}", "machine": machine(),
+            "command": "python " + " ".join([sys.argv[0]] + list(sys.argv[1:] if argv is None else argv)),
+            "svae_lite": svae_lite.__version__, "commit": commit}
+    path = results_path.with_suffix(".meta.json")
+    path.write_text(json.dumps(meta, indent=1))
+    return path
+
+
 def write_json(path: str | None, rows) -> None:
     """Write ``rows`` to ``path`` as JSON (nothing when ``path`` is None)."""
     if path:

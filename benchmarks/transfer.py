@@ -1,0 +1,195 @@
+"""Transfer to held-out perturbations on simulated screens, paired over seeds.
+
+For each seed: simulate a screen (d latents, training and held-out perturbations), fit
+iVAE, sVAE and sVAE+ with default training on the training perturbations, then learn the
+held-out perturbations with ``model.transfer`` from the first ``n`` cells of each
+(n in ``--n-cells``; the same cells for every model) and score on the last
+``--n-eval`` cells of each held-out perturbation (the same cells for every n and model):
+
+- held-out IWELBO (nats per cell, 100 importance samples);
+- for the sparse models, the held-out perturbations' targets against the truth after the
+  learned latents are matched to the true ones on the training cells: precision, recall,
+  F1 (probability > 0.5), AUROC, and the density of the learned masks (true density beside).
+
+Variants isolate a claim: ``SVAEPlus/no-dense-transfer`` learns the new masks from the
+start (``transfer(dense_fraction=0)``: masks start all on) instead of dense shifts first.
+
+Writes one CSV row per (seed, model, n) and prints paired differences with 95% intervals
+over seeds (t distribution). Seeds 100-104 are fresh: the models' defaults were chosen on
+seeds 0-2 of benchmarks/identifiability.py.
+
+    python benchmarks/transfer.py --seeds 100 101 102 103 104 --workers 2
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+import _common as C
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ("iVAE", "SVAE", "SVAEPlus", "SVAEPlus/no-dense-transfer")
+
+
+def parse(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[100, 101, 102, 103, 104])
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    ap.add_argument("--n-latent", type=int, default=8)
+    ap.add_argument("--n-train-perturbations", type=int, default=64)
+    ap.add_argument("--n-heldout", type=int, default=8)
+    ap.add_argument("--n-cells", type=int, nargs="+", default=[5, 25, 100],
+                    help="cells per held-out perturbation used to learn it")
+    ap.add_argument("--n-eval", type=int, default=100, help="held-out cells per perturbation scored")
+    ap.add_argument("--cells-per-perturbation", type=int, default=80, help="training cells per perturbation")
+    ap.add_argument("--n-genes", type=int, default=80)
+    ap.add_argument("--max-epochs", type=int, default=None, help="default: the models' default")
+    ap.add_argument("--transfer-epochs", type=int, default=None, help="default: transfer()'s default")
+    ap.add_argument("--workers", type=int, default=1, help="seeds run in parallel processes")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "transfer_sim.csv")
+    ap.add_argument("--load", action="store_true", help="reprint the tables of --out without running")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    return ap.parse_args(argv)
+
+
+def split_heldout(adata, n_fit: int, n_eval: int):
+    """First ``n_fit`` cells of each held-out perturbation to learn it, last ``n_eval`` to
+    score it: the same cells for every model (a paired design)."""
+    held = adata[adata.obs["split"] != "train"]
+    lab = held.obs["perturbation"].astype(str).to_numpy()
+    fit_idx, eval_idx = [], []
+    for p in pd.unique(lab):
+        idx = np.flatnonzero(lab == p)
+        if len(idx) < n_fit + n_eval:
+            raise ValueError(f"{p} has {len(idx)} cells, fewer than n_fit + n_eval = {n_fit + n_eval}.")
+        fit_idx.extend(idx[:n_fit])
+        eval_idx.extend(idx[-n_eval:])
+    return held[fit_idx].copy(), held[eval_idx].copy()
+
+
+def first_cells(adata, n: int):
+    """The first ``n`` cells of every group (training perturbations and control)."""
+    lab = adata.obs["perturbation"].astype(str).to_numpy()
+    keep = np.concatenate([np.flatnonzero(lab == p)[:n] for p in pd.unique(lab)])
+    return adata[np.sort(keep)].copy()
+
+
+def heldout_targets(model, new, train, adata):
+    """Target scores of the transferred perturbations after matching latents on the
+    training cells (the shared encoder maps both models' latents the same way)."""
+    import svae_lite as sl
+
+    rows, cols, _ = sl.metrics.match_latents(train.obsm["z_true"], model.get_latent_representation(train))
+    truth = adata.uns["true_targets"].astype(bool)
+    held = [p for p in new.get_intervention_targets().index if p not in set(model.perturbations_)]
+    learned = new.get_intervention_targets().loc[held].to_numpy()[:, cols]
+    true = truth.loc[held].to_numpy()[:, rows]
+    out = sl.metrics.target_scores(true, learned)
+    out["density"] = float((learned > 0.5).mean())
+    out["true_density"] = float(true.mean())
+    return out
+
+
+def run_seed(args, seed: int) -> list[dict]:
+    """Every model's fit and transfers on the screen simulated with ``seed`` (a worker's task)."""
+    import torch
+
+    import svae_lite as sl
+
+    n_total = max(max(args.n_cells) + args.n_eval, args.cells_per_perturbation)
+    big = sl.simulate(n_latent=args.n_latent, n_perturbations=args.n_train_perturbations + args.n_heldout,
+                      n_heldout=args.n_heldout, n_cells_per_perturbation=n_total,
+                      n_genes=args.n_genes, seed=seed)
+    train = first_cells(big[big.obs["split"] == "train"], args.cells_per_perturbation)
+    rows = []
+    fitted = {}
+    for label in args.models:
+        name, _, variant = label.partition("/")
+        if name not in fitted:  # variants reuse their model's fit
+            fitted[name] = fit_model(getattr(sl, name), train, args, seed)
+        model, mcc, fit_s = fitted[name]
+        for n in args.n_cells:
+            fit, ev = split_heldout(big, n, args.n_eval)
+            kw = {"dense_fraction": 0.0} if variant == "no-dense-transfer" else {}
+            new = model.transfer(fit, max_epochs=args.transfer_epochs, seed=seed,
+                                 enable_progress_bar=False, **kw)
+            torch.manual_seed(seed)
+            row = {"seed": seed, "model": label, "n_cells": n, "train_mcc": mcc, "fit_seconds": fit_s,
+                   "heldout_iwelbo": new.get_marginal_ll(ev, n_samples=100, return_mean=True)}
+            if name in ("SVAE", "SVAEPlus"):
+                row.update(heldout_targets(model, new, train, big))
+            rows.append(row)
+            print(f"seed {seed} {label:28s} n={n:4d} IWELBO {row['heldout_iwelbo']:9.3f} "
+                  f"F1 {row.get('f1', float('nan')):.3f} density {row.get('density', float('nan')):.2f}",
+                  flush=True)
+    return rows
+
+
+def fit_model(cls, train, args, seed):
+    """A model fitted with default training on its own copy of the training cells; returns
+    (model, MCC against the true latents, seconds)."""
+    import svae_lite as sl
+
+    tr = train.copy()
+    cls.setup_anndata(tr)
+    model = cls(tr, n_latent=args.n_latent, seed=seed)
+    t0 = time.time()
+    model.train(max_epochs=args.max_epochs, seed=seed, enable_progress_bar=False)
+    seconds = time.time() - t0
+    return model, sl.metrics.mcc(tr.obsm["z_true"], model.get_latent_representation()), seconds
+
+
+def paired(df: pd.DataFrame, metric: str, a: str, b: str) -> pd.DataFrame:
+    """Mean difference a - b of ``metric`` per n over seeds, with a 95% t interval."""
+    wide = df.pivot_table(index=["n_cells", "seed"], columns="model", values=metric)
+    out = []
+    for n, g in wide.groupby(level=0):
+        d = (g[a] - g[b]).dropna().to_numpy()
+        k = len(d)
+        half = stats.t.ppf(0.975, k - 1) * d.std(ddof=1) / np.sqrt(k) if k > 1 else float("nan")
+        out.append({"n_cells": n, "comparison": f"{a} - {b}", "metric": metric, "seeds": k,
+                    "mean_diff": d.mean(), "ci_low": d.mean() - half, "ci_high": d.mean() + half})
+    return pd.DataFrame(out)
+
+
+def report(df: pd.DataFrame) -> str:
+    cols = [c for c in ("heldout_iwelbo", "f1", "precision", "recall", "auroc", "density", "true_density",
+                        "train_mcc") if c in df]
+    means = df.groupby(["model", "n_cells"])[cols].agg(["mean", "std"]).round(3)
+    parts = ["Means (sd) over seeds " + str(sorted(df.seed.unique())), means.to_string()]
+    models = set(df.model)
+    comps = [("SVAEPlus", "iVAE", "heldout_iwelbo"), ("SVAEPlus", "SVAE", "heldout_iwelbo"),
+             ("SVAE", "iVAE", "heldout_iwelbo"), ("SVAEPlus", "SVAEPlus/no-dense-transfer", "f1"),
+             ("SVAEPlus", "SVAEPlus/no-dense-transfer", "heldout_iwelbo")]
+    tables = [paired(df, m, a, b) for a, b, m in comps if a in models and b in models]
+    if tables:
+        parts += ["Paired differences (95% t interval over seeds)",
+                  pd.concat(tables).round(3).to_string(index=False)]
+    return "\n\n".join(parts)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse(argv)
+    if args.worker:  # one seed in this process
+        return C.serve(lambda spec: {"rows": run_seed(args, spec["seed"])}, args.worker)
+    if not args.load:
+        specs = [{"seed": s, "threads": 1} for s in args.seeds]
+        results = C.run_workers(__file__, specs, args.workers, argv,
+                                report=lambda r: print(f"seed {r['rows'][0]['seed']} done", flush=True))
+        df = pd.DataFrame([r for res in results for r in res["rows"]])
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(args.out, index=False)
+        C.write_meta(args.out, argv)
+    df = pd.read_csv(args.out)
+    print(report(df))
+
+
+if __name__ == "__main__":
+    main()
