@@ -21,7 +21,7 @@ from scvi.train import TrainingPlan
 
 from . import _validation as V
 
-__all__ = ["ShiftTrainingPlan", "AlignmentCallback", "TrainingArgs", "default_max_epochs"]
+__all__ = ["ShiftTrainingPlan", "AlignmentCallback", "TrainingArgs", "default_max_epochs", "phase_callbacks"]
 
 
 def default_max_epochs(n_obs: int) -> int:
@@ -74,6 +74,27 @@ class TrainingArgs:
         plan = dict(lr=self.lr, prior_lr=self.prior_lr, n_epochs_kl_warmup=self.n_epochs_kl_warmup)
         plan.update(self.plan_kwargs)
         return plan
+
+
+def phase_callbacks(model, args: TrainingArgs, dense_fraction, rotation, trainer_kwargs) -> list:
+    """Set the prior's phase for ``model.train``: a sparse model with ``dense_fraction > 0``
+    (default 0.5) starts dense and gets the alignment callback; otherwise no phases.
+    ``trainer_kwargs`` gets ``min_epochs`` past the alignment when early stopping."""
+    prior = model.module.prior
+    if not prior.learns_targets:
+        if dense_fraction is not None or rotation is not None:
+            raise ValueError("dense_fraction and alignment_rotation only apply to sparse "
+                             f"models, not {type(model).__name__}.")
+        return []
+    dense_fraction = 0.5 if dense_fraction is None else V.check_fraction(
+        dense_fraction, "dense_fraction", closed_right=False)
+    align_epoch = int(round(dense_fraction * args.max_epochs))
+    prior.set_dense(align_epoch > 0)
+    if align_epoch == 0:
+        return []
+    if args.early_stopping:
+        trainer_kwargs.setdefault("min_epochs", align_epoch + 1)
+    return [AlignmentCallback(model, align_epoch, args.seed or 0, rotation)]
 
 
 class AlignmentCallback(Callback):

@@ -31,7 +31,7 @@ from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 from . import _validation as V
 from ._data import TensorDataSplitter
 from ._queries import QueryMixin
-from ._training import AlignmentCallback, ShiftTrainingPlan, TrainingArgs
+from ._training import ShiftTrainingPlan, TrainingArgs, phase_callbacks
 from ._transfer import TransferMixin
 from .module import ShiftVAEModule
 
@@ -249,7 +249,7 @@ class ShiftModel(QueryMixin, TransferMixin, UnsupervisedTrainingMixin, BaseModel
                                   n_epochs_kl_warmup, early_stopping, train_size, seed,
                                   plan_kwargs, trainer_kwargs)
         callbacks = list(trainer_kwargs.pop("callbacks", []) or [])
-        callbacks += self._phase_callbacks(args, dense_fraction, alignment_rotation, trainer_kwargs)
+        callbacks += phase_callbacks(self, args, dense_fraction, alignment_rotation, trainer_kwargs)
         if args.seed is not None:
             torch.manual_seed(args.seed)
             np.random.seed(args.seed)
@@ -276,25 +276,6 @@ class ShiftModel(QueryMixin, TransferMixin, UnsupervisedTrainingMixin, BaseModel
         counts = np.bincount(codes.astype(np.int64), minlength=len(self.perturbations_))
         self.module.n_obs.fill_(max(1.0, train_size * self.adata.n_obs))
         self.module.set_label_cells_(train_size * counts)
-
-    def _phase_callbacks(self, args: TrainingArgs, dense_fraction, rotation, trainer_kwargs) -> list:
-        """Set the prior's phase for training: a sparse model with ``dense_fraction > 0``
-        starts dense and gets the alignment callback; otherwise no phases."""
-        prior = self.module.prior
-        if not prior.learns_targets:
-            if dense_fraction is not None or rotation is not None:
-                raise ValueError("dense_fraction and alignment_rotation only apply to sparse "
-                                 f"models, not {type(self).__name__}.")
-            return []
-        dense_fraction = 0.5 if dense_fraction is None else V.check_fraction(
-            dense_fraction, "dense_fraction", closed_right=False)
-        align_epoch = int(round(dense_fraction * args.max_epochs))
-        prior.set_dense(align_epoch > 0)
-        if align_epoch == 0:
-            return []
-        if args.early_stopping:
-            trainer_kwargs.setdefault("min_epochs", align_epoch + 1)
-        return [AlignmentCallback(self, align_epoch, args.seed or 0, rotation)]
 
 
 def _label_categories(column: pd.Series, labels: pd.Series, control: str,
