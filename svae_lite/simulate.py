@@ -20,7 +20,7 @@ from ._validation import check_positive_int, check_positive_float
 
 CONTROL = "control"
 
-__all__ = ["simulate", "decoder_proportions", "CONTROL"]
+__all__ = ["simulate", "decoder_proportions", "stored_decoder", "true_prior", "CONTROL"]
 
 #: Slope of the decoder's LeakyReLU for negative inputs.
 NEGATIVE_SLOPE = 0.2
@@ -52,6 +52,34 @@ def _decode(z: np.ndarray, weights: list, biases: list, slope: float) -> np.ndar
     return rho
 
 
+def stored_decoder(adata_or_uns) -> tuple[list, list, float]:
+    """The TRUE decoder of a simulation as read from ``uns['simulation']['decoder']``.
+
+    Parameters
+    ----------
+    adata_or_uns
+        The AnnData returned by :func:`simulate`, its ``uns``, or ``uns['simulation']``
+        (also after a round trip through ``.h5ad``).
+
+    Returns
+    -------
+    ``(weights, biases, negative_slope)``: lists of float64 arrays in layer order (layer ``i``
+    computes ``h @ weights[i].T + biases[i]``, a LeakyReLU with ``negative_slope`` between
+    layers, a softmax over genes after the last).
+    """
+    uns = getattr(adata_or_uns, "uns", adata_or_uns)
+    sim = uns.get("simulation", uns) if hasattr(uns, "get") else None
+    if sim is None or "decoder" not in sim:
+        raise KeyError("No simulated decoder found: pass the AnnData returned by svae_lite.simulate, "
+                       "its .uns or its .uns['simulation'] (simulations made before svae_lite "
+                       "stored the decoder must be simulated again).")
+    dec = sim["decoder"]
+    order = sorted(dec["weights"], key=int)  # keys "0", "1", ...; h5ad may reorder them
+    weights = [np.asarray(dec["weights"][k], dtype=np.float64) for k in order]
+    biases = [np.asarray(dec["biases"][k], dtype=np.float64) for k in order]
+    return weights, biases, float(dec["negative_slope"])
+
+
 def decoder_proportions(adata_or_uns, z) -> np.ndarray:
     """Gene proportions of latents ``z`` under the TRUE decoder of a simulation.
 
@@ -72,21 +100,53 @@ def decoder_proportions(adata_or_uns, z) -> np.ndarray:
     -------
     (cells, genes) float64 array; every row sums to 1.
     """
-    uns = getattr(adata_or_uns, "uns", adata_or_uns)
-    sim = uns.get("simulation", uns) if hasattr(uns, "get") else None
-    if sim is None or "decoder" not in sim:
-        raise KeyError("No simulated decoder found: pass the AnnData returned by svae_lite.simulate, "
-                       "its .uns or its .uns['simulation'] (simulations made before svae_lite "
-                       "stored the decoder must be simulated again).")
-    dec = sim["decoder"]
-    order = sorted(dec["weights"], key=int)  # keys "0", "1", ...; h5ad may reorder them
-    weights = [np.asarray(dec["weights"][k], dtype=np.float64) for k in order]
-    biases = [np.asarray(dec["biases"][k], dtype=np.float64) for k in order]
+    weights, biases, slope = stored_decoder(adata_or_uns)
     z = np.asarray(z, dtype=np.float64)
     if z.ndim != 2 or z.shape[1] != weights[0].shape[1]:
         raise ValueError(f"z must have shape (cells, {weights[0].shape[1]}) (the simulation's "
                          f"n_latent); got {z.shape}.")
-    return _decode(z, weights, biases, float(dec["negative_slope"]))
+    return _decode(z, weights, biases, slope)
+
+
+def true_prior(adata, key: str = "perturbation") -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of every cell's TRUE latent distribution in a simulation.
+
+    A control cell's latents were drawn from ``N(0, 1)`` each; a cell of perturbation ``k``
+    drew its targeted latents ``j`` from ``N(delta_kj, target_scale**2)`` and the others from
+    ``N(0, 1)``. The targets and shifts are read from ``uns['true_targets']`` and
+    ``uns['true_shifts']``, ``target_scale`` from ``uns['simulation']``.
+
+    Parameters
+    ----------
+    adata
+        The AnnData returned by :func:`simulate`, or a subset of its cells.
+    key
+        Column of ``adata.obs`` with the perturbation labels (``control`` for control cells).
+
+    Returns
+    -------
+    ``(mean, sd)``: two (cells, n_latent) float64 arrays, in units of the control standard
+    deviation.
+    """
+    missing = [k for k in ("true_targets", "true_shifts", "simulation") if k not in adata.uns]
+    if missing:
+        raise KeyError(f"adata.uns lacks {missing}: pass an AnnData returned by svae_lite.simulate.")
+    if key not in adata.obs:
+        raise KeyError(f"adata.obs has no column {key!r} (columns: {list(adata.obs.columns)}).")
+    shifts = pd.DataFrame(adata.uns["true_shifts"])
+    targets = pd.DataFrame(adata.uns["true_targets"]).astype(bool)
+    labels = adata.obs[key].astype(str).to_numpy()
+    perturbed = labels != CONTROL
+    unknown = sorted(set(labels[perturbed]) - set(shifts.index))
+    if unknown:
+        raise KeyError(f"labels {unknown[:5]} of obs[{key!r}] are neither {CONTROL!r} nor a row of "
+                       "uns['true_shifts']: the true prior is known only for simulated perturbations.")
+    mean = np.zeros((labels.size, shifts.shape[1]))
+    sd = np.ones_like(mean)
+    mean[perturbed] = shifts.loc[labels[perturbed]].to_numpy(dtype=np.float64)
+    scale = float(adata.uns["simulation"]["target_scale"])
+    sd[perturbed] = np.where(targets.loc[labels[perturbed]].to_numpy(), scale, 1.0)
+    return mean, sd
 
 
 def simulate(

@@ -28,6 +28,87 @@ def test_mcc_rotation_is_below_one():
     assert 0.6 < sl.metrics.mcc(z, z @ np.array([[c, -s], [s, c]])) < 0.8
 
 
+
+# ------------------------------------------------------------------- cell-level MCC
+@pytest.fixture(scope="module")
+def screen():
+    """A simulation no other test uses; z_learned: a noisy mix of the true latents."""
+    a = sl.simulate(n_latent=4, n_perturbations=16, n_cells_per_perturbation=40, n_genes=10,
+                    n_heldout=0, seed=123)
+    z = a.obsm["z_true"].astype(np.float64)
+    rng = np.random.default_rng(123)
+    learned = z @ rng.standard_normal((4, 5)) + rng.standard_normal((a.n_obs, 5))
+    return z, learned, a.obs["perturbation"].to_numpy()
+
+
+def _direct_mcc(z, learned):
+    """Pearson MCC with numpy and scipy only, for comparison."""
+    from scipy.optimize import linear_sum_assignment
+
+    corr = np.abs(np.corrcoef(z.T, learned.T)[: z.shape[1], z.shape[1]:])
+    rows, cols = linear_sum_assignment(-corr)
+    return corr[rows, cols].mean()
+
+
+def test_within_group_and_control_mcc_equal_direct_computation(screen):
+    z, learned, labels = screen
+    resid = [x - pd.DataFrame(x).groupby(labels).transform("mean").to_numpy() for x in (z, learned)]
+    ctrl = labels == "control"
+    z0, learned0, labels0 = z.copy(), learned.copy(), labels.copy()
+    scores = sl.metrics.cell_level_mcc(z, learned, labels, method="spearman")
+    assert np.array_equal(z, z0) and np.array_equal(learned, learned0) and np.array_equal(labels, labels0)
+    scores = sl.metrics.cell_level_mcc(z, learned, labels)
+    assert np.isclose(scores["within_groups"], _direct_mcc(*resid), rtol=1e-12)
+    assert np.isclose(scores["control"], _direct_mcc(z[ctrl], learned[ctrl]), rtol=1e-12)
+    assert np.isclose(scores["pooled"], _direct_mcc(z, learned), rtol=1e-12)
+    assert scores["pooled"] == sl.metrics.mcc(z, learned)
+    assert scores["within_groups"] < scores["pooled"]  # the mix hides less than the groups
+    # match_latents and correlation_matrix take the same groups
+    rows, cols, corr = sl.metrics.match_latents(z, learned, groups=labels)
+    assert np.allclose(corr, sl.metrics.correlation_matrix(*resid), rtol=1e-12)
+
+
+def test_permuted_sign_flipped_latents_score_one_at_every_level(screen):
+    z, _, labels = screen
+    rng = np.random.default_rng(0)
+    copy = z[:, rng.permutation(4)] * rng.choice([-1, 1], 4) * 2.0 + 3.0
+    for method in ("pearson", "spearman"):
+        scores = sl.metrics.cell_level_mcc(z, copy, labels, method=method)
+        assert set(scores) == {"pooled", "within_groups", "control"}
+        assert all(np.isclose(v, 1.0) for v in scores.values()), scores
+    # within-group ranks: any monotone map of the latents scores 1 too
+    assert np.isclose(sl.metrics.mcc(z, np.exp(copy), "spearman", groups=labels), 1.0)
+
+
+def test_group_mean_oracle_knows_only_the_labels(screen):
+    z, _, labels = screen
+    oracle = sl.metrics.group_mean_oracle(z, labels)
+    assert oracle.shape == z.shape
+    ctrl = labels == "control"
+    assert np.allclose(oracle[ctrl], z[ctrl].mean(0)) and np.allclose(oracle[~ctrl].mean(0), z[~ctrl].mean(0))
+    scores = sl.metrics.cell_level_mcc(z, oracle, labels)
+    assert scores["pooled"] > 0.8  # the groups alone put the latents on the right axes
+    assert scores["within_groups"] < 1e-8 and scores["control"] < 1e-8
+    categorical = pd.Series(labels, dtype="category")  # e.g. obs["perturbation"]
+    assert np.array_equal(sl.metrics.group_mean_oracle(z, categorical), oracle)
+    assert sl.metrics.cell_level_mcc(z, oracle, categorical) == scores
+
+
+def test_groups_are_checked(screen):
+    z, learned, labels = screen
+    with pytest.raises(ValueError, match="one label per cell"):
+        sl.metrics.mcc(z, learned, groups=labels[:-1])
+    with pytest.raises(ValueError, match="one label per cell"):
+        sl.metrics.group_mean_oracle(z, "control")
+    with pytest.raises(ValueError, match="missing"):
+        sl.metrics.correlation_matrix(z, learned, groups=np.where(labels == "P000", None, labels))
+    with pytest.raises(ValueError, match="control='ctrl'"):
+        sl.metrics.cell_level_mcc(z, learned, labels, control="ctrl")
+    with pytest.raises(ValueError, match="same cells"):
+        sl.metrics.cell_level_mcc(z, learned[:-1], labels)
+    with pytest.raises(ValueError, match="method"):
+        sl.metrics.mcc(z, learned, method="kendall", groups=labels)
+
 def test_target_scores_known_case():
     t = np.array([[1, 0, 0], [0, 1, 1]], bool)
     p = np.array([[0.9, 0.1, 0.6], [0.2, 0.8, 0.3]])

@@ -1,8 +1,10 @@
 import numpy as np
 import pandas as pd
+import anndata
 import pytest
 
 import svae_lite as sl
+from svae_lite.simulate import stored_decoder, true_prior
 
 
 def test_shapes_and_ground_truth():
@@ -50,6 +52,15 @@ def test_deterministic_bit_for_bit():
     assert not np.array_equal(a.X, c.X)
 
 
+def test_draws_are_those_of_earlier_versions():
+    """The random draws of a seed never change: the same counts and latents as before."""
+    import hashlib
+
+    a = sl.simulate(n_latent=4, n_perturbations=5, n_cells_per_perturbation=20, n_genes=15, seed=7, n_heldout=1)
+    assert hashlib.sha256(a.obsm["z_true"].tobytes()).hexdigest()[:16] == "16999c79c3889862"
+    assert hashlib.sha256(a.X.tobytes()).hexdigest()[:16] == "828ecf9ce69d0021"
+
+
 def test_negative_binomial_and_variance_change():
     a = sl.simulate(n_latent=3, n_perturbations=3, n_cells_per_perturbation=2000, n_genes=10,
                     n_heldout=0, likelihood="nb", target_scale=2.0, seed=0)
@@ -74,6 +85,10 @@ def test_stored_decoder_reproduces_the_simulation():
                     n_heldout=1, seed=4)
     dec = a.uns["simulation"]["decoder"]
     assert [dec["weights"][k].shape for k in sorted(dec["weights"], key=int)] == [(40, 4), (40, 40), (40, 40), (12, 40)]
+    weights, biases, slope = stored_decoder(a)
+    assert [W.shape for W in weights] == [dec["weights"][k].shape for k in sorted(dec["weights"], key=int)]
+    assert slope == 0.2
+    assert all(b.shape == (W.shape[0],) and b.dtype == np.float64 for W, b in zip(weights, biases))
     rho = decoder_proportions(a, a.obsm["z_true"])
     assert rho.shape == (a.n_obs, 12) and np.allclose(rho.sum(1), 1)
     # the Poisson counts were drawn with mean rho * library size
@@ -90,8 +105,6 @@ def test_stored_decoder_reproduces_the_simulation():
 
 
 def test_simulation_writes_to_h5ad_with_its_decoder(tmp_path):
-    import anndata
-
     from svae_lite.simulate import decoder_proportions
 
     a = sl.simulate(n_latent=3, n_perturbations=3, n_cells_per_perturbation=10, n_genes=8,
@@ -102,3 +115,29 @@ def test_simulation_writes_to_h5ad_with_its_decoder(tmp_path):
     z = a.obsm["z_true"]
     assert np.array_equal(decoder_proportions(b, z), decoder_proportions(a, z))
     assert b.uns["simulation"]["likelihood"] == "poisson"
+    for x, y in zip(true_prior(a), true_prior(b)):
+        assert np.array_equal(x, y)
+
+
+def test_true_prior_is_the_simulated_distribution():
+    a = sl.simulate(n_latent=4, n_perturbations=3, n_cells_per_perturbation=2000, n_genes=10,
+                    n_heldout=0, target_scale=2.0, seed=6)
+    mean, sd = true_prior(a)
+    assert mean.shape == sd.shape == a.obsm["z_true"].shape
+    labels = a.obs["perturbation"].to_numpy()
+    assert np.all(mean[labels == "control"] == 0) and np.all(sd[labels == "control"] == 1)
+    for p, row in a.uns["true_shifts"].iterrows():
+        cells = labels == p
+        on = a.uns["true_targets"].loc[p].to_numpy()
+        assert np.all(mean[cells] == row.to_numpy()) and np.all(sd[cells] == np.where(on, 2.0, 1.0))
+        z = a.obsm["z_true"][cells]
+        assert np.allclose(z.mean(0), row.to_numpy(), atol=0.15) and np.allclose(z.std(0), sd[cells][0], atol=0.1)
+    # a subset of cells: the rows of its cells
+    sub = a[labels != "control"]
+    assert np.array_equal(true_prior(sub)[0], mean[labels != "control"])
+    other = a[:5].copy()
+    other.obs["perturbation"] = other.obs["perturbation"].cat.rename_categories({"control": "NT"})
+    with pytest.raises(KeyError, match="NT"):
+        true_prior(other)
+    with pytest.raises(KeyError, match="true_shifts"):
+        true_prior(anndata.AnnData(np.zeros((2, 2))))
