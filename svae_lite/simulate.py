@@ -218,71 +218,115 @@ def simulate(
       LeakyReLU between layers. With the library-size parameters and the likelihood stored
       beside it, :func:`decoder_proportions` recomputes the gene proportions of any latents.
     """
-    n_latent = check_positive_int(n_latent, "n_latent")
-    n_perturbations = check_positive_int(n_perturbations, "n_perturbations")
-    n_cells = check_positive_int(n_cells_per_perturbation, "n_cells_per_perturbation")
-    n_genes = check_positive_int(n_genes, "n_genes", minimum=2)
-    n_hidden = check_positive_int(n_hidden, "n_hidden")
-    n_layers = check_positive_int(n_layers, "n_layers", minimum=0)
-    n_ctrl = n_cells if n_control_cells is None else check_positive_int(n_control_cells, "n_control_cells")
+    args = _checked_arguments(locals())
+    rng = np.random.default_rng(seed)
+    targets, shifts = _draw_targets(rng, args)
+    labels, z = _draw_latents(rng, args, targets, shifts)
+    weights = [_orthogonal(rng, args["dims"][i + 1], args["dims"][i]) for i in range(len(args["dims"]) - 1)]
+    # The biases are zero; they are stored with the weights so that the stored decoder is a
+    # complete description of the generative model.
+    biases = [np.zeros(n_out) for n_out in args["dims"][1:]]
+    counts, lib = _draw_counts(rng, args, _decode(z, weights, biases, NEGATIVE_SLOPE))
+    adata = _as_anndata(args, labels, counts, lib, z, targets, shifts)
+    adata.uns["simulation"]["decoder"] = {  # enough to recompute gene proportions
+        "weights": {str(i): W for i, W in enumerate(weights)},  # (out, in)
+        "biases": {str(i): b for i, b in enumerate(biases)},
+        "negative_slope": NEGATIVE_SLOPE,
+    }
+    return adata
+
+
+def _checked_arguments(given: dict) -> dict:
+    """``simulate``'s arguments, checked, as the dict stored in ``uns['simulation']`` plus
+    the layer sizes of the decoder (``dims``)."""
+    n_latent = check_positive_int(given["n_latent"], "n_latent")
+    n_perturbations = check_positive_int(given["n_perturbations"], "n_perturbations")
+    n_cells = check_positive_int(given["n_cells_per_perturbation"], "n_cells_per_perturbation")
+    n_ctrl = given["n_control_cells"]
+    n_ctrl = n_cells if n_ctrl is None else check_positive_int(n_ctrl, "n_control_cells")
+    n_heldout = given["n_heldout"]
     if not isinstance(n_heldout, (int, np.integer)) or not 0 <= n_heldout < n_perturbations:
         raise ValueError(
             f"n_heldout={n_heldout!r} must be an integer in [0, n_perturbations) "
             f"= [0, {n_perturbations}) so that some perturbations remain for training."
         )
+    n_targets = given["n_targets"]
     lo, hi = (int(n_targets[0]), int(n_targets[1])) if np.ndim(n_targets) else (int(n_targets),) * 2
     if not 1 <= lo <= hi <= n_latent:
         raise ValueError(
             f"n_targets={n_targets!r} must satisfy 1 <= low <= high <= n_latent={n_latent}."
         )
-    shift_mean = check_positive_float(shift_mean, "shift_mean", allow_zero=True)
-    shift_sd = check_positive_float(shift_sd, "shift_sd", allow_zero=True)
-    target_scale = check_positive_float(target_scale, "target_scale")
-    library_size = check_positive_float(library_size, "library_size")
-    library_sd = check_positive_float(library_sd, "library_sd", allow_zero=True)
-    if likelihood not in ("poisson", "nb"):
-        raise ValueError(f"likelihood={likelihood!r}: choose 'poisson' or 'nb'.")
-    nb_dispersion = check_positive_float(nb_dispersion, "nb_dispersion")
+    if given["likelihood"] not in ("poisson", "nb"):
+        raise ValueError(f"likelihood={given['likelihood']!r}: choose 'poisson' or 'nb'.")
+    args = {"n_latent": n_latent, "n_perturbations": n_perturbations, "n_cells_per_perturbation": n_cells,
+            "n_control_cells": n_ctrl,
+            "n_genes": check_positive_int(given["n_genes"], "n_genes", minimum=2),
+            "n_heldout": int(n_heldout), "n_targets": [lo, hi]}
+    for name in ("shift_mean", "shift_sd", "target_scale", "library_size", "library_sd"):
+        args[name] = check_positive_float(given[name], name,
+                                          allow_zero=name in ("shift_mean", "shift_sd", "library_sd"))
+    args["n_hidden"] = check_positive_int(given["n_hidden"], "n_hidden")
+    args["n_layers"] = check_positive_int(given["n_layers"], "n_layers", minimum=0)
+    args["likelihood"] = given["likelihood"]
+    args["nb_dispersion"] = check_positive_float(given["nb_dispersion"], "nb_dispersion")
+    args["seed"] = int(given["seed"])
+    args["dims"] = [n_latent] + [args["n_hidden"]] * args["n_layers"] + [args["n_genes"]]
+    return args
 
-    rng = np.random.default_rng(seed)
-    d, K = n_latent, n_perturbations
 
-    # Ground-truth targets and shifts.
+def _draw_targets(rng, args) -> tuple[np.ndarray, np.ndarray]:
+    """Each perturbation's targets (K, d) bool, between ``n_targets`` low and high latents
+    drawn without replacement, and its mean shifts (K, d): +-N(shift_mean, shift_sd^2)."""
+    K, d = args["n_perturbations"], args["n_latent"]
+    lo, hi = args["n_targets"]
     targets = np.zeros((K, d), dtype=bool)
     shifts = np.zeros((K, d))
     for k in range(K):
         n_t = rng.integers(lo, hi + 1)
         idx = rng.choice(d, size=n_t, replace=False)
         targets[k, idx] = True
-        shifts[k, idx] = rng.choice([-1.0, 1.0], size=n_t) * rng.normal(shift_mean, shift_sd, size=n_t)
+        shifts[k, idx] = rng.choice([-1.0, 1.0], size=n_t) * rng.normal(args["shift_mean"], args["shift_sd"], size=n_t)
+    return targets, shifts
 
-    # Latents: control mechanism everywhere, intervened mechanism on targets.
-    names = [f"P{k:03d}" for k in range(K)]
-    sizes = [n_ctrl] + [n_cells] * K
-    labels = np.repeat([CONTROL] + names, sizes)
+
+def _draw_latents(rng, args, targets, shifts) -> tuple[np.ndarray, np.ndarray]:
+    """Cells' labels (cells,) and latents (cells, d): the control mechanism N(0, 1)
+    everywhere, N(shift, target_scale^2) on each perturbation's targets."""
+    K, n_cells = args["n_perturbations"], args["n_cells_per_perturbation"]
+    sizes = [args["n_control_cells"]] + [n_cells] * K
+    labels = np.repeat([CONTROL] + _names(K), sizes)
     group = np.repeat(np.arange(-1, K), sizes)
-    z = rng.standard_normal((labels.size, d))
+    z = rng.standard_normal((labels.size, args["n_latent"]))
     pert = group >= 0
     g = group[pert]
     z_p = z[pert]
-    z_p[targets[g]] = shifts[g][targets[g]] + target_scale * z_p[targets[g]]
+    z_p[targets[g]] = shifts[g][targets[g]] + args["target_scale"] * z_p[targets[g]]
     z[pert] = z_p
+    return labels, z
 
-    # Fixed random decoder: z -> hidden layers -> gene logits -> softmax over genes. The
-    # biases are zero; they are stored with the weights so that the stored decoder is a
-    # complete description of the generative model.
-    dims = [d] + [n_hidden] * n_layers + [n_genes]
-    weights = [_orthogonal(rng, dims[i + 1], dims[i]) for i in range(len(dims) - 1)]
-    biases = [np.zeros(n_out) for n_out in dims[1:]]
-    rho = _decode(z, weights, biases, NEGATIVE_SLOPE)
-    lib = np.exp(rng.normal(np.log(library_size), library_sd, size=labels.size))
+
+def _draw_counts(rng, args, rho) -> tuple[np.ndarray, np.ndarray]:
+    """Counts (cells, genes) from gene proportions ``rho`` times a log-normal library size
+    (cells,): Poisson, or negative binomial as a gamma-Poisson mixture."""
+    n = rho.shape[0]
+    lib = np.exp(rng.normal(np.log(args["library_size"]), args["library_sd"], size=n))
     mu = rho * lib[:, None]
-    if likelihood == "poisson":
-        counts = rng.poisson(mu)
-    else:
-        counts = rng.poisson(rng.gamma(nb_dispersion, mu / nb_dispersion))
+    if args["likelihood"] == "poisson":
+        return rng.poisson(mu), lib
+    theta = args["nb_dispersion"]
+    return rng.poisson(rng.gamma(theta, mu / theta)), lib
 
-    heldout = set(names[K - n_heldout:]) if n_heldout else set()
+
+def _names(K: int) -> list[str]:
+    return [f"P{k:03d}" for k in range(K)]
+
+
+def _as_anndata(args, labels, counts, lib, z, targets, shifts) -> ad.AnnData:
+    """The simulated screen with its ground truth (obsm['z_true'], uns['true_targets'],
+    uns['true_shifts'], uns['simulation'])."""
+    names = _names(args["n_perturbations"])
+    n_heldout = args["n_heldout"]
+    heldout = set(names[len(names) - n_heldout:]) if n_heldout else set()
     obs = pd.DataFrame(
         {
             "perturbation": pd.Categorical(labels, categories=[CONTROL] + names),
@@ -297,35 +341,11 @@ def simulate(
     adata = ad.AnnData(
         X=counts.astype(np.float32),
         obs=obs,
-        var=pd.DataFrame(index=[f"gene{i}" for i in range(n_genes)]),
+        var=pd.DataFrame(index=[f"gene{i}" for i in range(args["n_genes"])]),
     )
-    latent_names = [f"z{j}" for j in range(d)]
+    latent_names = [f"z{j}" for j in range(args["n_latent"])]
     adata.obsm["z_true"] = z.astype(np.float32)
     adata.uns["true_targets"] = pd.DataFrame(targets, index=names, columns=latent_names)
     adata.uns["true_shifts"] = pd.DataFrame(shifts, index=names, columns=latent_names)
-    adata.uns["simulation"] = {
-        "n_latent": d,
-        "n_perturbations": K,
-        "n_cells_per_perturbation": n_cells,
-        "n_control_cells": n_ctrl,
-        "n_genes": n_genes,
-        "n_heldout": int(n_heldout),
-        "n_targets": [lo, hi],
-        "shift_mean": shift_mean,
-        "shift_sd": shift_sd,
-        "target_scale": target_scale,
-        "n_hidden": n_hidden,
-        "n_layers": n_layers,
-        "library_size": library_size,
-        "library_sd": library_sd,
-        "likelihood": likelihood,
-        "nb_dispersion": nb_dispersion,
-        "seed": int(seed),
-        # the generative model, enough to recompute gene proportions (decoder_proportions)
-        "decoder": {
-            "weights": {str(i): W for i, W in enumerate(weights)},  # (out, in)
-            "biases": {str(i): b for i, b in enumerate(biases)},
-            "negative_slope": NEGATIVE_SLOPE,
-        },
-    }
+    adata.uns["simulation"] = {k: v for k, v in args.items() if k != "dims"}
     return adata
