@@ -18,12 +18,13 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from scipy.optimize import linear_sum_assignment
+from scipy import stats
 from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 
 __all__ = ["correlation_matrix", "match_latents", "mcc", "cell_level_mcc", "group_mean_oracle",
            "target_recovery", "target_scores",
-           "pseudobulk", "log_expression", "effect_scores"]
+           "pseudobulk", "log_expression", "effect_scores", "paired_difference"]
 
 
 def _as_2d(z, name):
@@ -418,3 +419,35 @@ def effect_scores(pred_effect, obs_effect, n_top: int = 20) -> dict:
             "pearson_all": _pearson(p, o),
             "rmse_top": float(np.sqrt(np.mean(err[top] ** 2))),
             "mse_all": float(np.mean(err ** 2))}
+
+
+def paired_difference(a, b, confidence: float = 0.95) -> dict:
+    """Mean of the paired differences ``a - b`` (e.g. two models' scores on the same seeds,
+    cells and splits) with a ``confidence`` interval from the t distribution.
+
+    Parameters
+    ----------
+    a, b
+        Scores of two methods on the same units (seeds), in the same order, (n,).
+
+    Returns
+    -------
+    dict with ``n``, ``mean``, ``low``, ``high`` and ``verdict``: ``"a > b"`` or ``"a < b"``
+    when the interval excludes 0, else ``"tie"`` (the difference is inside seed noise).
+    With one pair the interval is undefined (NaN) and the verdict is ``"tie"``.
+    """
+    a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"paired scores need the same units: {a.size} vs {b.size} values.")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence={confidence!r} must lie in (0, 1).")
+    d = a - b
+    if not np.all(np.isfinite(d)):
+        raise ValueError("paired scores contain NaN or infinite values; drop those units first.")
+    n, mean = d.size, float(d.mean()) if d.size else float("nan")
+    if n < 2:
+        return {"n": n, "mean": mean, "low": float("nan"), "high": float("nan"), "verdict": "tie"}
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * d.std(ddof=1) / np.sqrt(n))
+    low, high = mean - half, mean + half
+    verdict = "a > b" if low > 0 else "a < b" if high < 0 else "tie"
+    return {"n": n, "mean": mean, "low": low, "high": high, "verdict": verdict}

@@ -227,3 +227,20 @@ def test_effect_scores_aligns_series_and_checks_inputs():
         sl.metrics.effect_scores(obs, obs, n_top=0)
     with pytest.raises(ValueError, match="NaN"):
         sl.metrics.effect_scores(obs.where(obs > 0), obs)
+
+
+def test_paired_difference_interval_and_verdicts():
+    from svae_lite.metrics import paired_difference
+
+    a = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    r = paired_difference(a + 1.0, a)  # a constant difference: a zero-width interval
+    assert r["n"] == 5 and r["mean"] == pytest.approx(1.0) and r["verdict"] == "a > b"
+    assert r["low"] == pytest.approx(1.0) and r["high"] == pytest.approx(1.0)
+    d = np.array([0.5, -0.3, 0.2, -0.1, 0.4])
+    r = paired_difference(d, np.zeros(5))
+    half = 2.7764451 * d.std(ddof=1) / np.sqrt(5)  # t(0.975, 4)
+    assert r["low"] == pytest.approx(d.mean() - half) and r["verdict"] == "tie"
+    assert paired_difference([1.0], [2.0])["verdict"] == "tie"
+    assert paired_difference(a, a + 2.0)["verdict"] == "a < b"
+    with pytest.raises(ValueError, match="same units"):
+        paired_difference([1, 2], [1, 2, 3])
