@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 import _common as C
 
@@ -147,14 +146,16 @@ def fit_model(cls, train, args, seed):
 
 def paired(df: pd.DataFrame, metric: str, a: str, b: str) -> pd.DataFrame:
     """Mean difference a - b of ``metric`` per n over seeds, with a 95% t interval."""
+    import svae_lite as sl
+
     wide = df.pivot_table(index=["n_cells", "seed"], columns="model", values=metric)
     out = []
     for n, g in wide.groupby(level=0):
-        d = (g[a] - g[b]).dropna().to_numpy()
-        k = len(d)
-        half = stats.t.ppf(0.975, k - 1) * d.std(ddof=1) / np.sqrt(k) if k > 1 else float("nan")
-        out.append({"n_cells": n, "comparison": f"{a} - {b}", "metric": metric, "seeds": k,
-                    "mean_diff": d.mean(), "ci_low": d.mean() - half, "ci_high": d.mean() + half})
+        g = g[[a, b]].dropna()
+        r = sl.metrics.paired_difference(g[a], g[b])
+        out.append({"n_cells": n, "comparison": f"{a} - {b}", "metric": metric, "seeds": r["n"],
+                    "mean_diff": r["mean"], "ci_low": r["low"], "ci_high": r["high"],
+                    "verdict": r["verdict"]})
     return pd.DataFrame(out)
 
 
