@@ -348,6 +348,20 @@ def load_results() -> dict:
     return {p.stem: json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))}
 
 
+def benchmark_results(name: str):
+    """A committed full-scale benchmark result, ``benchmarks/results/<name>.csv``, and its
+    ``.meta.json`` (date, machine, command, version): ``(DataFrame, dict)``, or
+    ``(None, None)`` when the repository has no such file."""
+    import pandas as pd
+
+    path = ROOT / "benchmarks" / "results" / f"{name}.csv"
+    if not path.exists():
+        return None, None
+    meta_path = path.with_suffix(".meta.json")
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    return pd.read_csv(path), meta
+
+
 def cap_cells(adata, max_cells: int, max_control: int, rng):
     """A copy of ``adata`` with at most ``max_cells`` random cells of every perturbation and
     at most ``max_control`` control cells (0: keep them all), in their original order.
