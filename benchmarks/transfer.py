@@ -6,13 +6,17 @@ held-out perturbations with ``model.transfer`` from the first ``n`` cells of eac
 (n in ``--n-cells``; the same cells for every model) and score on the last
 ``--n-eval`` cells of each held-out perturbation (the same cells for every n and model):
 
-- held-out IWELBO (nats per cell, 100 importance samples);
+- held-out IWELBO (nats per cell, 100 importance samples), and ``seen_iwelbo``: the IWELBO
+  of the trained model on unseen cells of the training perturbations (the fit before any
+  transfer);
 - for the sparse models, the held-out perturbations' targets against the truth after the
   learned latents are matched to the true ones on the training cells: precision, recall,
   F1 (probability > 0.5), AUROC, and the density of the learned masks (true density beside).
 
 Variants isolate a claim: ``SVAEPlus/no-dense-transfer`` learns the new masks from the
-start (``transfer(dense_fraction=0)``: masks start all on) instead of dense shifts first.
+start (``transfer(dense_fraction=0)``: masks start all on) instead of dense shifts first;
+``iVAE/sparse-networks`` and ``SVAEPlus/dense-networks`` swap the network settings of the
+two presets (encoder dropout, free bits), to tell the prior's effect from the networks'.
 
 Writes one CSV row per (seed, model, n) and prints paired differences with 95% intervals
 over seeds (t distribution). Seeds 100-104 are fresh: the models' defaults were chosen on
@@ -33,7 +37,13 @@ import pandas as pd
 import _common as C
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ("iVAE", "SVAE", "SVAEPlus", "SVAEPlus/no-dense-transfer")
+MODELS = ("iVAE", "SVAE", "SVAEPlus", "SVAEPlus/no-dense-transfer",
+          "iVAE/sparse-networks", "SVAEPlus/dense-networks")
+#: Variants that change the fitted model (the others reuse their model's fit): the network
+#: settings of the sparse presets (no encoder dropout, free bits) given to the iVAE, and
+#: the iVAE's (dropout 0.1, the plain ELBO) given to sVAE+.
+MODEL_KWARGS = {"sparse-networks": {"dropout_rate": 0.0, "kl_free_bits": 0.25},
+                "dense-networks": {"dropout_rate": 0.1, "kl_free_bits": 0.0}}
 
 
 def parse(argv=None):
@@ -79,6 +89,14 @@ def first_cells(adata, n: int):
     return adata[np.sort(keep)].copy()
 
 
+def last_cells(adata, n: int):
+    """The last ``n`` cells of every group (disjoint from :func:`first_cells` when the
+    groups have at least ``2 n`` cells)."""
+    lab = adata.obs["perturbation"].astype(str).to_numpy()
+    keep = np.concatenate([np.flatnonzero(lab == p)[-n:] for p in pd.unique(lab)])
+    return adata[np.sort(keep)].copy()
+
+
 def heldout_targets(model, new, train, adata):
     """Target scores of the transferred perturbations after matching latents on the
     training cells (the shared encoder maps both models' latents the same way)."""
@@ -101,18 +119,23 @@ def run_seed(args, seed: int) -> list[dict]:
 
     import svae_lite as sl
 
-    n_total = max(max(args.n_cells) + args.n_eval, args.cells_per_perturbation)
+    n_total = max(max(args.n_cells), args.cells_per_perturbation) + args.n_eval
     big = sl.simulate(n_latent=args.n_latent, n_perturbations=args.n_train_perturbations + args.n_heldout,
                       n_heldout=args.n_heldout, n_cells_per_perturbation=n_total,
                       n_genes=args.n_genes, seed=seed)
-    train = first_cells(big[big.obs["split"] == "train"], args.cells_per_perturbation)
+    seen = big[big.obs["split"] == "train"]
+    train = first_cells(seen, args.cells_per_perturbation)
+    seen_eval = last_cells(seen, args.n_eval)  # unseen cells of the training perturbations
     rows = []
     fitted = {}
     for label in args.models:
         name, _, variant = label.partition("/")
-        if name not in fitted:  # variants reuse their model's fit
-            fitted[name] = fit_model(getattr(sl, name), train, args, seed)
-        model, mcc, fit_s = fitted[name]
+        key = label if variant in MODEL_KWARGS else name
+        if key not in fitted:  # transfer variants reuse their model's fit
+            fitted[key] = fit_model(getattr(sl, name), train, args, seed, MODEL_KWARGS.get(variant, {}))
+        model, mcc, fit_s = fitted[key]
+        torch.manual_seed(seed)
+        seen_iwelbo = model.get_marginal_ll(seen_eval, n_samples=100, return_mean=True)
         for n in args.n_cells:
             fit, ev = split_heldout(big, n, args.n_eval)
             kw = {"dense_fraction": 0.0} if variant == "no-dense-transfer" else {}
@@ -120,7 +143,8 @@ def run_seed(args, seed: int) -> list[dict]:
                                  enable_progress_bar=False, **kw)
             torch.manual_seed(seed)
             row = {"seed": seed, "model": label, "n_cells": n, "train_mcc": mcc, "fit_seconds": fit_s,
-                   "heldout_iwelbo": new.get_marginal_ll(ev, n_samples=100, return_mean=True)}
+                   "heldout_iwelbo": new.get_marginal_ll(ev, n_samples=100, return_mean=True),
+                   "seen_iwelbo": seen_iwelbo}
             if name in ("SVAE", "SVAEPlus"):
                 row.update(heldout_targets(model, new, train, big))
             rows.append(row)
@@ -130,14 +154,14 @@ def run_seed(args, seed: int) -> list[dict]:
     return rows
 
 
-def fit_model(cls, train, args, seed):
+def fit_model(cls, train, args, seed, model_kwargs):
     """A model fitted with default training on its own copy of the training cells; returns
     (model, MCC against the true latents, seconds)."""
     import svae_lite as sl
 
     tr = train.copy()
     cls.setup_anndata(tr)
-    model = cls(tr, n_latent=args.n_latent, seed=seed)
+    model = cls(tr, n_latent=args.n_latent, seed=seed, **model_kwargs)
     t0 = time.time()
     model.train(max_epochs=args.max_epochs, seed=seed, enable_progress_bar=False)
     seconds = time.time() - t0
@@ -160,14 +184,19 @@ def paired(df: pd.DataFrame, metric: str, a: str, b: str) -> pd.DataFrame:
 
 
 def report(df: pd.DataFrame) -> str:
-    cols = [c for c in ("heldout_iwelbo", "f1", "precision", "recall", "auroc", "density", "true_density",
+    cols = [c for c in ("heldout_iwelbo", "seen_iwelbo", "f1", "precision", "recall", "auroc", "density", "true_density",
                         "train_mcc") if c in df]
     means = df.groupby(["model", "n_cells"])[cols].agg(["mean", "std"]).round(3)
     parts = ["Means (sd) over seeds " + str(sorted(df.seed.unique())), means.to_string()]
     models = set(df.model)
     comps = [("SVAEPlus", "iVAE", "heldout_iwelbo"), ("SVAEPlus", "SVAE", "heldout_iwelbo"),
              ("SVAE", "iVAE", "heldout_iwelbo"), ("SVAEPlus", "SVAEPlus/no-dense-transfer", "f1"),
-             ("SVAEPlus", "SVAEPlus/no-dense-transfer", "heldout_iwelbo")]
+             ("SVAEPlus", "SVAEPlus/no-dense-transfer", "heldout_iwelbo"),
+             ("SVAEPlus", "iVAE", "seen_iwelbo"),
+             ("SVAEPlus/dense-networks", "iVAE", "heldout_iwelbo"),
+             ("SVAEPlus/dense-networks", "iVAE", "seen_iwelbo"),
+             ("iVAE/sparse-networks", "iVAE", "heldout_iwelbo"),
+             ("iVAE/sparse-networks", "iVAE", "seen_iwelbo")]
     tables = [paired(df, m, a, b) for a, b, m in comps if a in models and b in models]
     if tables:
         parts += ["Paired differences (95% t interval over seeds)",
