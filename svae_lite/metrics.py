@@ -299,7 +299,8 @@ def pseudobulk(adata, key: str = "perturbation", groups=None, target_sum: float 
     labels = col.astype(str).to_numpy()
     if groups is None:
         present = set(labels)
-        order = [str(c) for c in col.cat.categories] if hasattr(col, "cat") else sorted(present)
+        categorical = isinstance(col.dtype, pd.CategoricalDtype)
+        order = [str(c) for c in col.cat.categories] if categorical else sorted(present)
         groups = [g for g in order if g in present]
     else:
         groups = [str(g) for g in ([groups] if isinstance(groups, str) else groups)]
