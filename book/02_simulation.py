@@ -18,6 +18,23 @@
 # *know* the latent factors and which of them each perturbation changes, and how much of
 # that structure is visible in the counts?
 #
+# :::{admonition} In this chapter
+# :class: tip
+#
+# **Learning objectives.**
+# - explain what a sparse intervention does to the latents, and why the counts hide it;
+# - simulate a screen with `sl.simulate` and read its ground truth: the latents and the
+#   {term}`intervention targets <Intervention target>`;
+# - compute and interpret the PCA {term}`MCC`, the linear baseline of chapter 3.
+#
+# **Prerequisites.** Chapter 1 (the generative model, stated in full in the
+# {doc}`method <method>`); the glossary's {term}`library size <Library size>` and
+# {term}`Perturb-seq`; AnnData and a standard scanpy pipeline (PCA, UMAP); no PyTorch.
+#
+# **Run time.** About a minute at CI scale on 2 CPU cores (an estimate: nothing is trained,
+# the UMAP of 6,000 cells takes most of it); a few minutes at full scale.
+# :::
+#
 # To score a model's latents we need the true ones, so chapters 3, 4 and 6 use data drawn
 # from the generative model of chapter 1 by `sl.simulate`:
 #
@@ -175,13 +192,37 @@ print(f"chapter ran in {H.elapsed()}")
 #
 # ## Exercises
 #
-# 1. Simulate with `target_scale=3.0`, so that a perturbation also changes the spread of
+# Difficulty: ★ easy, ★★ medium, ★★★ project. No exercise here trains a model; a simulation
+# at this chapter's size takes seconds.
+#
+# 1. **★** Simulate with `target_scale=3.0`, so that a perturbation also changes the spread of
 #    its targets. How do the strip plots change? Which models of chapter 1 can represent
 #    that change?
-# 2. Set `n_targets=(3, 5)`. How does the target heatmap change, and what do you expect
+#
+#    :::{dropdown} Hint
+#    Look at the spread, not the centre, of the starred coordinates. Chapter 1's table says
+#    which priors have a per-perturbation scale $\sigma_k$.
+#    :::
+# 2. **★** Set `n_targets=(3, 5)`. How does the target heatmap change, and what do you expect
 #    that to do to identifiability (see chapter 1's argument)?
-# 3. Lower `library_size` to 500 UMIs per cell. What happens to the fraction of zeros, the
+#
+#    :::{dropdown} Hint
+#    With $d = 8$ latents and 3 to 5 targets each, how much sparser are the shifts in the
+#    true axes than in a rotated basis?
+#    :::
+# 3. **★** Lower `library_size` to 500 UMIs per cell. What happens to the fraction of zeros, the
 #    silhouette, and the PCA MCC?
-# 4. Check determinism: simulate twice with the same seed and compare `X` with
+#
+#    :::{dropdown} Hint
+#    Poisson noise on a count with mean $\mu$ has relative standard deviation
+#    $1/\sqrt{\mu}$; what happens to $\mu$ for a typical gene?
+#    :::
+# 4. **★★** Check determinism: simulate twice with the same seed and compare `X` with
 #    `np.array_equal`. Then change one parameter and check which parts of the ground truth
 #    stay the same.
+#
+#    :::{dropdown} Hint
+#    Compare each piece of the ground truth separately (`obsm["z_true"]`,
+#    `uns["true_targets"]`, `uns["true_shifts"]`); which ones can survive a change depends on
+#    the order in which the simulator draws from its random generator.
+#    :::

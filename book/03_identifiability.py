@@ -19,6 +19,25 @@
 # targets, where a VAE, a $\beta$-VAE and a dense-shift iVAE cannot? When does it work, and
 # when does it not?
 #
+# :::{admonition} In this chapter
+# :class: tip
+#
+# **Learning objectives.**
+# - explain why a VAE or $\beta$-VAE cannot prefer the true axes, and what the sparsity prior
+#   and the {term}`alignment step <Alignment step>` add;
+# - compute latent recovery ({term}`MCC`) and target recovery
+#   ({term}`F1 <Precision, recall, F1>`, {term}`AUROC`) of five models over seeds;
+# - interpret cell-level MCC against a labels-only oracle and the
+#   {term}`count-noise ceiling <Count-noise ceiling>`, and the sweeps that show when it fails.
+#
+# **Prerequisites.** Chapters 1 and 2; the {doc}`method <method>` (objectives, training
+# schedule, metrics); the glossary's {term}`ELBO` and {term}`posterior collapse <Posterior collapse>`;
+# what a VAE is (the models are used through their API, no PyTorch code).
+#
+# **Run time.** A few minutes at CI scale on 2 CPU cores (an estimate: 18 fits of 60 epochs on
+# about 5,000 cells; each fit prints its seconds); full scale: see the text.
+# :::
+#
 # Two scores, both computed against the simulator's ground truth:
 #
 # - **MCC** (`sl.metrics.mcc`): match learned to true latents one-to-one (Hungarian
@@ -465,21 +484,73 @@ print(f"chapter ran in {H.elapsed()}")
 #
 # ## Exercises
 #
-# 1. Rerun with `-p max_epochs 400` (a GPU or patience helps). Which models improve with
+# Difficulty: ★ easy, ★★ medium, ★★★ project. Run times are estimates for 2 CPU cores; the
+# chapter prints how long each of its own fits took, the yardstick for the exercises.
+#
+# 1. **★** Rerun with `-p max_epochs 400` (a GPU or patience helps). Which models improve with
 #    longer training, and does the ordering change?
-# 2. `sl.SVAEPlus(train, n_latent=n_latent, sparsity=..., penalty_weight=...)` set the
+#
+#    *Run time:* about 7 times the chapter's training, roughly half an hour on a CPU
+#    (`-p run_sweeps False` skips the 8 sweep fits).
+#
+#    :::{dropdown} Hint
+#    Compare the `summary` tables of the two runs, and look at `model.history["elbo_train"]`:
+#    is the loss still falling at epoch 60? The sparse models spend the first part of training
+#    in the dense warm-up (`help(sl.SVAEPlus.train)`).
+#    :::
+# 2. **★★** `sl.SVAEPlus(train, n_latent=n_latent, sparsity=..., penalty_weight=...)` set the
 #    Beta-Bernoulli prior on the masks: `sparsity` its shape, `penalty_weight` (default
 #    0.3) how much each cell pays for it. Sweep each (e.g. `sparsity` 1, 10, 100;
 #    `penalty_weight` 0.1, 0.3, 1): what happens to target precision and recall, and to
 #    MCC? Why does `sparsity` matter little once there are many more perturbations than
 #    its value?
-# 3. Train sVAE+ with `model.train(..., dense_fraction=0.0)` (no dense warm-up and no
+#
+#    *Run time:* 6 sVAE+ fits, each as long as the chapter's sVAE+ fit.
+#
+#    :::{dropdown} Hint
+#    Precision reacts to the price of an active mask entry, recall to true targets with small
+#    shifts being switched off (the end of the full-scale section). For `sparsity`, read the
+#    {term}`Beta-Bernoulli code length`: which term grows with the number of perturbations?
+#    :::
+# 3. **★★** Train sVAE+ with `model.train(..., dense_fraction=0.0)` (no dense warm-up and no
 #    alignment step). Compare MCC and target F1 with the default schedule.
-# 4. Score the latents with `sl.metrics.mcc(..., method="spearman")`. Which models gain,
+#
+#    *Run time:* one sVAE+ fit per seed.
+#
+#    :::{dropdown} Hint
+#    Without the warm-up the masks are learned before the latent space has any meaningful
+#    axes; compare at the same seeds and epochs, and look at how many mask entries are on.
+#    :::
+# 4. **★** Score the latents with `sl.metrics.mcc(..., method="spearman")`. Which models gain,
 #    and what does that say about the shape of their errors?
-# 5. The ELBO-selected run is not always the best-MCC run. Over more seeds, how often do
+#
+#    *Run time:* seconds (the trained models are reused).
+#
+#    :::{dropdown} Hint
+#    A rank correlation ignores any monotone distortion of a coordinate: a gain means the
+#    latent is right up to a monotone nonlinear map.
+#    :::
+# 5. **★★** The ELBO-selected run is not always the best-MCC run. Over more seeds, how often do
 #    they agree? Is the ELBO a usable model-selection criterion here?
-# 6. Simulate with `n_latent=15` and train sVAE+ with `dropout_rate=0.1, kl_free_bits=0`
+#
+#    *Run time:* 5 fits per added seed (e.g. `-p seeds "[0, 1, 2, 3, 4, 5]"` is 3 times the
+#    chapter's main training).
+#
+#    :::{dropdown} Hint
+#    Per model, rank the seeds by `final_elbo` and by `mcc` in `scores` and compare the
+#    rankings; point 4 of the full-scale section says how much the ELBO separates good runs
+#    from bad ones.
+#    :::
+# 6. **★★★** Simulate with `n_latent=15` and train sVAE+ with `dropout_rate=0.1, kl_free_bits=0`
 #    (the settings before free bits) and with the defaults. Count collapsed latents
 #    (`(z.std(0) < 0.1).sum()` on `model.get_latent_representation()`) and find out which true
 #    latents they should have matched: how many training perturbations target those?
+#
+#    *Run time:* two fits at the simulator's default size (about 40,000 training cells),
+#    roughly 5 to 10 minutes each on a CPU core, scaled from the timing in the text.
+#
+#    :::{dropdown} Hint
+#    The matching of `sl.metrics.target_recovery` tells which true latent each learned one
+#    was paired with; count the ones in that column of `uns["true_targets"]` over the
+#    training perturbations.
+#    :::

@@ -18,6 +18,24 @@
 # the learned targets say about each knockout, and do they agree with what is known about
 # the biology?
 #
+# :::{admonition} In this chapter
+# :class: tip
+#
+# **Learning objectives.**
+# - explain why the five IFN-$\gamma$ pathway knockouts should share latent targets;
+# - compute observed effects as {term}`pseudobulk <Pseudobulk>` log fold changes, and the
+#   learned targets, shifts and gene programs;
+# - interpret their agreement with known biology as evidence, not proof, of identification.
+#
+# **Prerequisites.** Chapters 1 to 3; the {doc}`method <method>`; the glossary's
+# {term}`CRISPR knockout <CRISPR knockout, CRISPRi, CRISPRa>`, {term}`control cells <Control cells>`
+# and {term}`intervention target <Intervention target>`; basic scanpy; no PyTorch.
+#
+# **Run time.** A few minutes at CI scale on 2 CPU cores (an estimate: 2 fits of 60 epochs on
+# about 4,200 cells), plus a 1.4 MB download on first use. Full scale: roughly 10
+# minutes per model on one CPU core (about 1.75 s per epoch, `benchmarks/README.md`).
+# :::
+#
 # {cite:t}`papalexi2021` knocked out 26 genes in THP-1 cells (a human monocytic line)
 # stimulated with interferon-$\gamma$ (IFN-$\gamma$), reading out RNA with ECCITE-seq. Five
 # of the targets form the core of the IFN-$\gamma$ signalling pathway: the receptor chains
@@ -293,12 +311,46 @@ print(f"chapter ran in {H.elapsed()}")
 #
 # ## Exercises
 #
-# 1. Retrain with `n_latent` 5 and 20. Do the pathway knockouts still share a latent?
+# Difficulty: ★ easy, ★★ medium, ★★★ project. Run times are estimates for 2 CPU cores; the
+# chapter prints how long each of its fits took.
+#
+# 1. **★★** Retrain with `n_latent` 5 and 20. Do the pathway knockouts still share a latent?
 #    Which knockouts split off or merge?
-# 2. STAT1 has fewer cells than the other pathway knockouts. Subsample every knockout to
+#
+#    *Run time:* 4 fits (2 models, 2 sizes), each about as long as the chapter's.
+#
+#    :::{dropdown} Hint
+#    `-p n_latent 5` is enough: the cache keys on it, so the models retrain. Compare the
+#    `share` table and the Jaccard heatmap across the three sizes.
+#    :::
+# 2. **★★** STAT1 has fewer cells than the other pathway knockouts. Subsample every knockout to
 #    the same number of cells and check whether STAT1's targets change.
-# 3. Compare the gene program of the shared pathway latent with the genes most changed in
+#
+#    *Run time:* 2 fits, each about as long as the chapter's (at full scale, minutes each).
+#
+#    :::{dropdown} Hint
+#    At CI scale every knockout is already capped at 150 cells; run at full scale and set
+#    `max_cells_per_perturbation` to STAT1's count (printed by the data cell), then compare
+#    STAT1's row of `targets`.
+#    :::
+# 3. **★** Compare the gene program of the shared pathway latent with the genes most changed in
 #    the IFNGR1 knockout (`observed_lfc.loc["IFNGR1"]`). How much do they overlap?
-# 4. The replicates (`adata.obs["replicate"]`) differ in sequencing depth and timing. Train
+#
+#    *Run time:* seconds.
+#
+#    :::{dropdown} Hint
+#    Take the top genes of the latent's row of `corr` and of
+#    `observed_lfc.loc["IFNGR1"].abs()` at the same size and intersect the sets; check the
+#    signs too.
+#    :::
+# 4. **★★★** The replicates (`adata.obs["replicate"]`) differ in sequencing depth and timing. Train
 #    on two replicates and embed the third with `model.get_latent_representation(...)`: are
 #    the latents stable across replicates?
+#
+#    *Run time:* 1 or 2 fits on two thirds of the cells.
+#
+#    :::{dropdown} Hint
+#    Compare, on the third replicate's cells, the latents of the two-replicate model with
+#    those of the chapter's model (`sl.metrics.mcc` between the two representations), and
+#    their learned targets after matching.
+#    :::

@@ -17,6 +17,23 @@
 # **The question of this chapter:** which of the claims of {cite:t}`lopez2023sparse` did
 # the previous chapters reproduce, at the scale at which they ran?
 #
+# :::{admonition} In this chapter
+# :class: tip
+#
+# **Learning objectives.**
+# - explain which claim of the paper each chapter tests, and by which rule;
+# - interpret a verdict ("yes", "no", "tie", "untested (1 seed)") with the scale and the
+#   number of seeds behind it;
+# - explain why a difference between two one-seed numbers is not evidence.
+#
+# **Prerequisites.** Chapters 3 to 6, run first: this chapter only reads the results they
+# wrote to `_build/results/`; the {doc}`method <method>`; the glossary's {term}`MCC` and
+# {term}`IWELBO`.
+#
+# **Run time.** Seconds: it trains nothing and only reads other chapters' results. On Colab,
+# run chapters 3 to 6 first in the same runtime (a few minutes each at CI scale).
+# :::
+#
 # Every number in the table below is read from the results the chapters wrote when they
 # ran (JSON files under `_build/results/`, one per chapter); nothing is typed in. The
 # verdict column applies a simple rule to those numbers, stated in the table. When the book
@@ -205,11 +222,42 @@ print(f"chapter ran in {H.elapsed()}")
 #
 # ## Exercises
 #
-# 1. Rebuild chapters 3 and 6 at full scale (see their text) and rerun this chapter. Which
+# Difficulty: ★ easy, ★★ medium, ★★★ project. Run times are estimates.
+#
+# 1. **★★★** Rebuild chapters 3 and 6 at full scale (see their text) and rerun this chapter. Which
 #    verdicts change?
-# 2. Replace the MCC margin rule by a one-sided paired test over seeds (the per-seed scores
+#
+#    *Run time:* hours on a CPU (chapter 3 alone is about 3 minutes per model and seed on
+#    one core, 15 fits plus the sweeps); use a GPU.
+#
+#    :::{dropdown} Hint
+#    `SVAE_LITE_FULL=1` switches every parameters cell; rerun chapters 4 and 5 as well, in
+#    the same checkout, so that every file under `_build/results/` comes from full scale.
+#    :::
+# 2. **★★** Replace the MCC margin rule by a one-sided paired test over seeds (the per-seed scores
 #    are in `results["03_identifiability"]["scores"]`). How many seeds does a difference of
 #    0.05 need to be significant?
-# 3. Add a row for a claim the book does not test yet (e.g. the paper's Replogle 2022
-#    experiment, with `sl.datasets.replogle2022(path)` on Colab) and write the chapter
-#    cell that would produce its number.
+#
+#    *Run time:* seconds.
+#
+#    :::{dropdown} Hint
+#    Pair the two models' scores by seed and test the differences (chapter 6 uses
+#    `sl.metrics.paired_difference` for intervals). The interval's half-width shrinks like
+#    the standard deviation of the differences over $\sqrt n$.
+#    :::
+# 3. **★★★** Add a row for a claim the book does not test yet (e.g. the paper's Replogle 2022
+#    experiment, with `sl.datasets.replogle2022(path)`) and write the chapter cell that
+#    would produce its number. The Replogle file is downloaded by hand from figshare
+#    (article 20029387): `K562_essential_raw_singlecell_01.h5ad` is about 10.7 GB, and the
+#    experiment needs a GPU machine (e.g. a Colab GPU runtime with the file on its disk).
+#
+#    *Run time:* at the size of the paper's reduced set (116,641 cells × 1,187 genes, 640
+#    perturbations) sVAE+ takes about 20 s per epoch on a CPU (`benchmarks/README.md`),
+#    over half an hour per 100 epochs; plan on a GPU.
+#
+#    :::{dropdown} Hint
+#    `sl.datasets.replogle2022` reduces the file in chunks (`help` lists its selection
+#    options, e.g. `n_perturbations` and `max_cells_per_perturbation` for a first small
+#    run). Follow chapter 5's structure, save the numbers with `H.save_results`, and add
+#    the row here with `claim(...)`.
+#    :::
