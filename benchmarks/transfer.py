@@ -197,7 +197,7 @@ def report(df: pd.DataFrame) -> str:
              ("SVAEPlus/dense-networks", "iVAE", "seen_iwelbo"),
              ("iVAE/sparse-networks", "iVAE", "heldout_iwelbo"),
              ("iVAE/sparse-networks", "iVAE", "seen_iwelbo")]
-    tables = [paired(df, m, a, b) for a, b, m in comps if a in models and b in models]
+    tables = [paired(df, m, a, b) for a, b, m in comps if a in models and b in models and m in df]
     if tables:
         parts += ["Paired differences (95% t interval over seeds)",
                   pd.concat(tables).round(3).to_string(index=False)]
