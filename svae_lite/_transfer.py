@@ -36,8 +36,10 @@ class TransferMixin:
         shifts first (``dense_fraction`` of the epochs, default 0.5), then the new masks start
         from those shifts (no rotation: the latent space is frozen) and masks and shifts
         train together, each new perturbation's mask row paid for by each of its cells in
-        ``adata_new``, as in ``train()``. ``self`` is not modified; ``adata_new`` is registered with the new
-        model like :meth:`setup_anndata` does (adds ``obs['_svae_perturbation']``,
+        ``adata_new``, as in ``train()``.
+
+        ``self`` is not modified; ``adata_new`` is registered with the new model like
+        :meth:`setup_anndata` does (adds ``obs['_svae_perturbation']``,
         ``obs['_scvi_labels']`` and ``uns['_scvi_*']``; counts untouched). It must hold the
         training genes in the training order and may lack control cells.
 
