@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pandas as pd
 import torch
@@ -49,9 +50,17 @@ class TransferMixin:
         hundreds of Adam steps to get there.
         """
         new = self._check_transfer_data(adata_new)
+        batch_size = V.check_positive_int(batch_size, "batch_size")
+        batches = math.ceil(adata_new.n_obs / batch_size)
         if max_epochs is None:
-            batch_size = V.check_positive_int(batch_size, "batch_size")
-            max_epochs = max(200, math.ceil(MIN_TRANSFER_STEPS / math.ceil(adata_new.n_obs / batch_size)))
+            max_epochs = max(200, math.ceil(MIN_TRANSFER_STEPS / batches))
+        elif V.check_positive_int(max_epochs, "max_epochs") * batches < MIN_TRANSFER_STEPS // 2:
+            warnings.warn(
+                f"transfer() runs only {max_epochs * batches} optimisation steps "
+                f"({max_epochs} epochs of {batches} minibatches): the new shifts may stay too "
+                "small for their masks to switch on. Leave max_epochs unset (at least "
+                f"{MIN_TRANSFER_STEPS} steps) unless this is a quick check.",
+                V.SvaeLiteWarning, stacklevel=2)
         model = self._transfer_copy(adata_new, new)
         n_old = len(self.perturbations_)
         trainable = torch.zeros(len(model.perturbations_), dtype=torch.bool)
