@@ -173,12 +173,18 @@ def _penalty_per_cell_of_row(prior, cells, k):
     return float(share[k - 1])  # row k is the (k-1)-th perturbed row (control is row 0)
 
 
+def _fit_on_train_split(adata, cls, max_epochs):
+    """``cls`` trained on the training perturbations; returns (model, train, held out)."""
+    train = adata[adata.obs["split"] == "train"].copy()
+    held = adata[adata.obs["split"] == "heldout"].copy()
+    cls.setup_anndata(train)
+    model = cls(train, n_latent=3, n_hidden=16)
+    model.train(max_epochs=max_epochs, **FIT)
+    return model, train, held
+
+
 def test_mask_penalty_of_a_perturbation_is_the_same_in_train_and_transfer(small_adata):
-    train = small_adata[small_adata.obs["split"] == "train"].copy()
-    held = small_adata[small_adata.obs["split"] == "heldout"].copy()
-    sl.SVAEPlus.setup_anndata(train)
-    model = sl.SVAEPlus(train, n_latent=3, n_hidden=16)
-    model.train(max_epochs=4, **FIT)
+    model, train, held = _fit_on_train_split(small_adata, sl.SVAEPlus, 4)
     counts = train.obs["perturbation"].value_counts()
     cells = model.module.label_cells.numpy()
     assert [cells[model.perturbations_.index(p)] for p in counts.index] == counts.tolist()
@@ -228,10 +234,6 @@ def test_transferred_masks_become_sparse():
 
 
 def test_transfer_warns_when_too_short_to_learn_shifts(small_adata):
-    train = small_adata[small_adata.obs["split"] == "train"].copy()
-    held = small_adata[small_adata.obs["split"] == "heldout"].copy()
-    sl.iVAE.setup_anndata(train)
-    model = sl.iVAE(train, n_latent=3, n_hidden=16)
-    model.train(max_epochs=2, **FIT)
+    model, _, held = _fit_on_train_split(small_adata, sl.iVAE, 2)
     with pytest.warns(sl.SvaeLiteWarning, match="optimisation steps"):
         model.transfer(held, max_epochs=3, **FIT)
