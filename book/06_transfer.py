@@ -226,7 +226,7 @@ else:
                                        "difference": r["mean"], "95% low": r["low"],
                                        "95% high": r["high"], "verdict": r["verdict"]})
     bench_verdicts = pd.DataFrame(bench_verdicts)
-    display(bench_verdicts.round(3).style.hide(axis="index"))
+    display(bench_verdicts.style.format(precision=2).hide(axis="index"))
     sparse_rows = bench[bench.model.isin(["SVAE", "SVAEPlus", "SVAEPlus/no-dense-transfer"])]
     display(sparse_rows.groupby(["model", "n_cells"])[["f1", "auroc", "density", "true_density"]]
             .mean().round(2))
