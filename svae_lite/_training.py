@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from scvi.train import TrainingPlan
