@@ -173,6 +173,16 @@ def load_papalexi():
         return anndata.read_h5ad(path)
 
 
+def first_n_per_group(adata, key: str, n: int | None, last: bool = False):
+    """A copy of the first ``n`` cells of each group of ``obs[key]`` (the last ``n`` with
+    ``last``; all cells when ``n`` is None), in their original order: the same cells for
+    every model, a paired design."""
+    if n is None:
+        return adata.copy()
+    keep = adata.obs.groupby(key, observed=True).cumcount(ascending=not last).to_numpy() < n
+    return adata[keep].copy()
+
+
 def simulated(n_cells: int, n_genes: int, n_perturbations: int, n_latent: int = 15, seed: int = 0):
     """A simulated screen of about ``n_cells`` cells (equal groups, control included)."""
     import svae_lite as sl

@@ -70,14 +70,6 @@ def split_pool_eval(adata, key: str, seed: int):
     return adata[np.concatenate(pool)].copy(), adata[np.sort(np.concatenate(ev))].copy()
 
 
-def first_n_per_group(adata, key: str, n: int | None):
-    """The first ``n`` cells of each group (all when ``n`` is None)."""
-    if n is None:
-        return adata.copy()
-    keep = adata.obs.groupby(key, observed=True).cumcount().to_numpy() < n
-    return adata[keep].copy()
-
-
 def relabel(adata, key: str, value=None, prefix=None):
     out = adata.copy()
     lab = out.obs[key].astype(str)
@@ -151,7 +143,7 @@ def _transfer_curve(m, cls_name, pool, ev, args, seed, key="perturbation"):
     if cls_name not in SHIFT_MODELS:
         return res
     for n in SIZES:
-        sub = first_n_per_group(pool, key, n)
+        sub = C.first_n_per_group(pool, key, n)
         t0 = time.time()
         t = m.transfer(sub, max_epochs=args.transfer_epochs, seed=seed, enable_progress_bar=False)
         res["seconds"][str(n)] = time.time() - t0

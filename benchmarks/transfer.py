@@ -31,7 +31,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 import _common as C
@@ -71,30 +70,12 @@ def split_heldout(adata, n_fit: int, n_eval: int):
     """First ``n_fit`` cells of each held-out perturbation to learn it, last ``n_eval`` to
     score it: the same cells for every model (a paired design)."""
     held = adata[adata.obs["split"] != "train"]
-    lab = held.obs["perturbation"].astype(str).to_numpy()
-    fit_idx, eval_idx = [], []
-    for p in pd.unique(lab):
-        idx = np.flatnonzero(lab == p)
-        if len(idx) < n_fit + n_eval:
-            raise ValueError(f"{p} has {len(idx)} cells, fewer than n_fit + n_eval = {n_fit + n_eval}.")
-        fit_idx.extend(idx[:n_fit])
-        eval_idx.extend(idx[-n_eval:])
-    return held[fit_idx].copy(), held[eval_idx].copy()
-
-
-def first_cells(adata, n: int):
-    """The first ``n`` cells of every group (training perturbations and control)."""
-    lab = adata.obs["perturbation"].astype(str).to_numpy()
-    keep = np.concatenate([np.flatnonzero(lab == p)[:n] for p in pd.unique(lab)])
-    return adata[np.sort(keep)].copy()
-
-
-def last_cells(adata, n: int):
-    """The last ``n`` cells of every group (disjoint from :func:`first_cells` when the
-    groups have at least ``2 n`` cells)."""
-    lab = adata.obs["perturbation"].astype(str).to_numpy()
-    keep = np.concatenate([np.flatnonzero(lab == p)[-n:] for p in pd.unique(lab)])
-    return adata[np.sort(keep)].copy()
+    sizes = held.obs["perturbation"].value_counts()
+    small = sizes[(sizes > 0) & (sizes < n_fit + n_eval)]
+    if len(small):
+        raise ValueError(f"{dict(small)} have fewer cells than n_fit + n_eval = {n_fit + n_eval}.")
+    return (C.first_n_per_group(held, "perturbation", n_fit),
+            C.first_n_per_group(held, "perturbation", n_eval, last=True))
 
 
 def heldout_targets(model, new, train, adata):
@@ -124,8 +105,9 @@ def run_seed(args, seed: int) -> list[dict]:
                       n_heldout=args.n_heldout, n_cells_per_perturbation=n_total,
                       n_genes=args.n_genes, seed=seed)
     seen = big[big.obs["split"] == "train"]
-    train = first_cells(seen, args.cells_per_perturbation)
-    seen_eval = last_cells(seen, args.n_eval)  # unseen cells of the training perturbations
+    train = C.first_n_per_group(seen, "perturbation", args.cells_per_perturbation)
+    # unseen cells of the training perturbations (disjoint from train: n_total is large enough)
+    seen_eval = C.first_n_per_group(seen, "perturbation", args.n_eval, last=True)
     rows = []
     fitted = {}
     for label in args.models:
