@@ -287,10 +287,11 @@ def check_early_stopping(early_stopping, trainer_kwargs: dict) -> None:
             SvaeLiteWarning, stacklevel=3,
         )
     kw = trainer_kwargs
-    if "early_stopping_monitor" in kw and kw["early_stopping_monitor"] not in early_stopping_monitors():
+    monitors = early_stopping_monitors()
+    if "early_stopping_monitor" in kw and kw["early_stopping_monitor"] not in monitors:
         raise ValueError(
             f"early_stopping_monitor={kw['early_stopping_monitor']!r}: choose one of "
-            f"{list(early_stopping_monitors())}."
+            f"{list(monitors)}."
         )
     if "early_stopping_mode" in kw and kw["early_stopping_mode"] not in ("min", "max"):
         raise ValueError(f"early_stopping_mode={kw['early_stopping_mode']!r}: choose 'min' or 'max'.")
