@@ -112,13 +112,16 @@ print(f"fraction of zero counts: {float((adata.X == 0).mean()):.2f}")
 # Each row is a perturbation, each column a latent; a dark cell means "this perturbation
 # changes this latent's mechanism". This is the matrix sVAE and sVAE+ try to learn.
 
-# %%
+# %% mystnb={"figure": {"caption": "The true intervention targets of the simulated screen: one row per perturbation (training and held-out), one column per latent. Dark (1): the perturbation shifts that latent's mean; light (0): it leaves the latent at its control distribution N(0, 1).", "name": "fig-ch2-true-targets"}, "image": {"alt": "Heatmap of perturbations by latents with one to three dark cells per row"}}
 fig = plotting.target_heatmaps(true=true, titles=["true targets"], max_rows=None)
+fig.axes[-1].set_ylabel("true target (1 = yes, 0 = no)")
+fig.axes[-1].set_yticks([0, 1])
+fig.axes[0].tick_params(axis="y", labelsize=8)
 
 # %%
 per_pert = true.sum(1).value_counts().sort_index()
-per_latent = true[adata.uns["true_targets"].index.isin(
-    adata.obs.loc[adata.obs["split"] == "train", "perturbation"].astype(str).unique())].sum(0)
+train_perts = adata.obs.loc[adata.obs["split"] == "train", "perturbation"].astype(str)
+per_latent = true[true.index.isin(train_perts.unique())].sum(0)
 print("perturbations with 1 / 2 / 3 targets:", per_pert.to_dict())
 print("training perturbations that target each latent:", per_latent.to_dict())
 
@@ -133,9 +136,21 @@ print("training perturbations that target each latent:", per_latent.to_dict())
 # For three perturbations, every latent coordinate of control cells (grey) next to the
 # perturbed cells (red). Stars mark the true targets: only those coordinates move.
 
-# %%
+# %% mystnb={"figure": {"caption": "Every true latent coordinate of 300 random control cells (grey) beside 300 cells of one perturbation (red), for three perturbations (one panel each); y axis: the latent's value in control standard deviations. Stars under each panel mark the perturbation's true targets: only those coordinates move.", "name": "fig-ch2-latent-shifts"}, "image": {"alt": "Three strip plots of latent values, control versus perturbed cells, with stars under the shifted latents"}}
 show = list(true.index[:3])
-fig = plotting.latent_shifts(adata.obsm["z_true"], adata.obs["perturbation"], show, targets=true)
+fig = plotting.latent_shifts(adata.obsm["z_true"], adata.obs["perturbation"], show,
+                             targets=true)
+for ax in fig.axes:
+    ax.set_title(ax.get_ylabel(), loc="left", fontsize=10)
+    ax.set_ylabel("value (control s.d.)", fontsize=9)
+fig.axes[0].get_legend().remove()  # one legend above the panels, with readable markers
+marker = dict(linestyle="", markeredgewidth=0)
+fig.legend(handles=[plt.Line2D([], [], marker="o", color="0.6", label="control", **marker),
+                    plt.Line2D([], [], marker="o", color="C3", label="perturbed", **marker),
+                    plt.Line2D([], [], marker="*", color="black", markersize=10,
+                               label="true target", **marker)],
+           loc="upper center", ncols=3, frameon=False, fontsize=9)
+fig.tight_layout(rect=(0, 0, 1, 0.95))
 
 # %% [markdown]
 # ## What the counts show
@@ -144,7 +159,7 @@ fig = plotting.latent_shifts(adata.obsm["z_true"], adata.obs["perturbation"], sh
 # normalisation, $\log(1+x)$, PCA, a $k$-nearest-neighbour graph, UMAP
 # {cite:p}`mcinnes2018umap`) on a random subset of cells, coloured by perturbation:
 
-# %%
+# %% mystnb={"figure": {"caption": "UMAP of the log-normalised counts of a random subset of cells (6,000 at CI scale; UMAP axes have no units). Black: control cells; colours: the three perturbations of the previous figure; light grey: all other perturbations.", "name": "fig-ch2-umap"}, "image": {"alt": "UMAP scatter plot of cells with control cells in black and three perturbations in colour"}}
 rng = np.random.default_rng(seed)
 sub = adata[np.sort(rng.permutation(adata.n_obs)[:min(n_umap_cells, adata.n_obs)])].copy()
 sc.pp.normalize_total(sub, target_sum=1e4)
@@ -174,22 +189,60 @@ sil = silhouette_score(sub.obsm["X_pca"][:, :10], sub.obs["perturbation"].astype
 # ## What we saw
 
 # %%
-print(f"targets per perturbation: mean {true.sum(1).mean():.2f}; each latent is targeted by "
+n_tg = true.sum(1)
+print(f"targets per perturbation: mean {n_tg.mean():.2f}; each latent is targeted by "
       f"{int(per_latent.min())} to {int(per_latent.max())} training perturbations")
 print(f"silhouette of perturbation labels in PCA space: {sil:.2f}")
-print(f"MCC between true latents and the top {n_latent} principal components: {pca_mcc:.2f}")
+print(f"MCC between true latents and the top {n_latent} principal components: "
+      f"{pca_mcc:.2f}")
 H.save_results("02_simulation", {"pca_mcc": pca_mcc, "silhouette": float(sil),
-                                 "mean_targets": float(true.sum(1).mean())})
+                                 "mean_targets": float(n_tg.mean())})
 print(f"chapter ran in {H.elapsed()}")
 
+# %% tags=["hide-input"]
+# The conclusions, written from the numbers above (they change when the numbers do).
+from IPython.display import Markdown, display
+
+saw = [f"Each perturbation targets {int(n_tg.min())} to {int(n_tg.max())} of the "
+       f"{n_latent} latents (mean {n_tg.mean():.2f}) and leaves the others at their "
+       "control distribution, as the heatmap and the strip plots show."]
+untouched = list(per_latent.index[per_latent == 0])
+if untouched:
+    saw.append(f"{len(untouched)} latent(s) ({', '.join(map(str, untouched))}) are moved "
+               "by NO training perturbation: by chapter 1's argument the models cannot "
+               "identify them.")
+else:
+    saw.append(f"Every latent is moved by at least {int(per_latent.min())} training "
+               f"perturbations (at most {int(per_latent.max())}), which chapter 1's "
+               "argument needs for identifiability.")
+if sil >= 0.5:
+    sep = "well separated"
+elif sil >= 0.25:
+    sep = "partly separated"
+elif sil >= 0:
+    sep = "weakly separated, with much overlap,"
+else:
+    sep = "NOT separated (more similar to other groups than to their own)"
+saw.append(f"The silhouette of the perturbation labels in PCA space is {sil:.2f} (on a "
+           f"scale from -1 to 1, where 1 means tight, separate groups): the groups are "
+           f"{sep} in expression space.")
+if pca_mcc >= 0.9:
+    lin = ("a linear method already recovers most of the latent information, which "
+           "leaves the nonlinear models of chapter 3 little room to do better")
+elif pca_mcc >= 0.5:
+    lin = ("a linear method recovers the latents only partially (the decoder is "
+           "nonlinear and every gene mixes several latents). This is the bar a "
+           "nonlinear model must clear in chapter 3")
+else:
+    lin = ("a linear method recovers little of the latent information (the decoder is "
+           "nonlinear and every gene mixes several latents). This low bar is the one a "
+           "nonlinear model must clear in chapter 3")
+saw.append(f"The top {n_latent} principal components match the true latents with MCC "
+           f"{pca_mcc:.2f} (1 = every latent recovered exactly), so {lin}. "
+           f"These are the numbers of one simulation (seed {seed}).")
+display(Markdown("\n".join(f"- {x}" for x in saw)))
+
 # %% [markdown]
-# - Each perturbation changes one to three latents and leaves the others alone, as the
-#   heatmap and the strip plots show.
-# - In expression space the groups are partly separated (the silhouette above), yet a
-#   linear method recovers the latents only partially (the PCA MCC above): the decoder is
-#   nonlinear and every gene mixes several latents. This PCA score is the bar a
-#   nonlinear model must clear in chapter 3.
-#
 # ## Exercises
 #
 # Difficulty: ★ easy, ★★ medium, ★★★ project. No exercise here trains a model; a simulation
