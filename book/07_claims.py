@@ -42,12 +42,14 @@
 # reads the new results.
 
 # %% tags=["hide-input"]
-# Set-up: on Colab, install svae_lite from its repository; load the book's helpers as H.
+# Set-up (the same in every chapter). Colab: run `%env SVAE_LITE_FULL=1` first for full scale.
 import os, subprocess, sys
+REPO = "https://github.com/svae-lite/svae_lite"  # written from _config.yml by book/_sync.py
 if "google.colab" in sys.modules and not os.path.isdir("/content/svae_lite"):
-    subprocess.run("cd /content && git clone --depth 1 https://github.com/svae-lite/svae_lite"
-                   " && pip install -q ./svae_lite", shell=True, check=True)
-sys.path += ["book", "/content/svae_lite/book"]; import _helpers as H; H.setup()
+    subprocess.run(f"git clone -q --depth 1 -b main {REPO} /content/svae_lite && bash "
+                   "/content/svae_lite/book/colab_setup.sh", shell=True, check=True)
+sys.path[:0] = [os.environ.get("SVAE_LITE_BOOK", "book"), "/content/svae_lite/book"]
+import _helpers as H; H.setup()
 
 # %% tags=["parameters"]
 # Parameters (papermill: -p NAME VALUE).
@@ -62,14 +64,16 @@ import pandas as pd
 
 import svae_lite as sl
 
-results = H.load_results()
 needed = ["03_identifiability", "04_out_of_distribution", "05_real_data", "06_transfer"]
-missing = [c for c in needed if c not in results]
-if missing:
-    raise RuntimeError(
-        f"No results from chapter(s) {missing} under {H.RESULTS}. Run those chapters first "
-        "(the book build runs them in order), then this one.")
-print(f"svae_lite {sl.__version__}; results found:", ", ".join(results))
+results, from_reference, reference = H.chapter_results(needed)
+print(f"svae_lite {sl.__version__}")
+here = [c for c in needed if c not in from_reference]
+print("results of this runtime:", ", ".join(here) or "none")
+if from_reference:
+    print(f"NOT run in this runtime: {', '.join(from_reference)}. Their rows below are the "
+          f"committed results of the book's {reference.get('scale', '?')}-scale build of "
+          f"{reference.get('date', '?')} (commit {reference.get('commit', '?')}); run those "
+          "chapters here first to judge your own numbers.")
 
 # %% [markdown]
 # ## The table
@@ -206,7 +210,6 @@ for _, r in table.iterrows():
     print(f"  [{r['reproduced?']}] {r['claim']}")
 H.save_results("07_claims", {"n_claims": len(table), "n_reproduced": n_yes,
                              "verdicts": verdicts.to_dict()})
-print(f"chapter ran in {H.elapsed()}")
 
 # %% [markdown]
 # Reading the table honestly:

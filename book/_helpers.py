@@ -38,9 +38,15 @@ with warnings.catch_warnings():
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "_build"
 CACHE = BUILD / "cache"
-RESULTS = BUILD / "results"
 FULL_ENV = "SVAE_LITE_FULL"
 NO_CACHE_ENV = "SVAE_LITE_NO_CACHE"
+RESULTS_ENV = "SVAE_LITE_RESULTS"
+#: where chapters write their numbers (``SVAE_LITE_RESULTS`` moves it, e.g. to run the closing
+#: chapter without any, as on Colab)
+RESULTS = Path(os.environ.get(RESULTS_ENV) or BUILD / "results")
+#: the results of the book's last CI-scale build, committed with the repository: what the
+#: closing chapter reads when a chapter's own results are not in this runtime
+REFERENCE_RESULTS = ROOT / "book" / "reference_results"
 
 _T0: float | None = None  # set by setup(): when the chapter started
 
@@ -71,6 +77,40 @@ def setup() -> None:
     sns.set_theme(context="notebook", style="ticks", font_scale=1.0)  # readable on a slide
     mpl.rcParams.update({"figure.dpi": 150, "savefig.dpi": 150, "figure.figsize": (5.5, 3.8)})
     _T0 = time.time()
+
+
+# ------------------------------------------------------------------- the book's simulation
+#: The book's one simulated screen at each scale, as ``sl.simulate`` arguments. Chapters 2,
+#: 3, 4 and 6 all use it, so a model trained in one chapter is found in the cache by the
+#: others, and chapter 7 judges results from one simulation. Full scale is the simulator's
+#: defaults (the README's table); the CI scale is the smallest screen on which sVAE+
+#: recovers the latents within a CI build's minutes (d = 6, 30 training perturbations).
+SIMULATION = {
+    "CI": dict(n_latent=6, n_perturbations=36, n_heldout=6, n_cells_per_perturbation=150,
+               n_genes=80, seed=0),
+    "full": dict(n_latent=15, n_perturbations=100, n_heldout=20,
+                 n_cells_per_perturbation=500, n_genes=100, seed=0),
+}
+#: How the book trains every model on that screen (``model.train`` arguments). Full scale:
+#: the package's defaults (``max_epochs=None``: the epochs ``train()`` chooses). CI scale:
+#: 60 epochs of minibatches of 64 cells (about 4,000 steps, as many as 220 epochs of the
+#: default 256-cell minibatches, in a quarter of the time).
+TRAINING = {"CI": dict(max_epochs=60, batch_size=64), "full": dict(max_epochs=None)}
+
+
+def scale() -> str:
+    """``"full"`` when ``SVAE_LITE_FULL=1``, else ``"CI"``: the key of :data:`SIMULATION`."""
+    return "full" if full_scale() else "CI"
+
+
+def simulation() -> dict:
+    """The book's simulation at this scale (a copy of :data:`SIMULATION`'s entry)."""
+    return dict(SIMULATION[scale()])
+
+
+def training() -> dict:
+    """The book's training arguments at this scale (a copy of :data:`TRAINING`'s entry)."""
+    return dict(TRAINING[scale()])
 
 
 # ------------------------------------------------------------------- chapter parameters
@@ -107,6 +147,7 @@ _KIND_HELP = {
     "models": f"a non-empty list of names from {list(MODEL_NAMES)}",
     "likelihood": "'nb' or 'poisson'",
     "int_range": "a pair (low, high) of integers with 1 <= low <= high",
+    "epochs": "an integer >= 1, or None (the epochs model.train() chooses)",
     "path": "a path (string)",
 }
 
@@ -152,6 +193,8 @@ def _check_one(name: str, value, kind: str):
             raise bad from None
         if isinstance(value, str):
             raise bad
+    if kind == "epochs":
+        return None if value is None else _check_one(name, value, "int")
     if kind in ("int", "int0", "seed"):
         v = _as_int(value)
         if v is None or v < (1 if kind == "int" else 0):
@@ -300,7 +343,9 @@ def fit(cls, adata, data_key: dict, n_latent: int, max_epochs: int, seed: int = 
     and saves the model under ``_build/cache/<key>``, where the key hashes ``data_key``
     (whatever identifies the data, e.g. the simulation's parameters), the model class, every
     argument, and the svae_lite sources. A later call with the same key loads it instead
-    (``cls.load(path, adata=adata)``). ``SVAE_LITE_NO_CACHE=1`` disables the cache.
+    (``cls.load(path, adata=adata)``). ``SVAE_LITE_NO_CACHE=1`` disables the cache. A file
+    lock per key makes a second process that asks for the same fit at the same time (chapters
+    executed in parallel by ``book/_execute.py``) wait and load it instead of training it too.
 
     Returns
     -------
@@ -315,21 +360,30 @@ def fit(cls, adata, data_key: dict, n_latent: int, max_epochs: int, seed: int = 
     path = CACHE / f"{cls.__name__}-{key}"
     use_cache = os.environ.get(NO_CACHE_ENV, "0") != "1"
     cls.setup_anndata(adata, perturbation_key="perturbation", control="control")
-    if use_cache and (path / "model.pt").exists():
-        model = cls.load(str(path), adata=adata)
-        meta = json.loads((path / "fit.json").read_text())
-        model.fit_seconds_ = meta["seconds"]
-        model.from_cache_ = True
-        return model
+    if not use_cache:
+        return _train(cls, adata, n_latent, max_epochs, seed, model_kwargs, train_kwargs)
+    from filelock import FileLock
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    # one training per key: a chapter running at the same time waits for it, then loads it
+    with FileLock(str(path) + ".lock"):
+        if (path / "model.pt").exists():
+            model = cls.load(str(path), adata=adata)
+            model.fit_seconds_ = json.loads((path / "fit.json").read_text())["seconds"]
+            model.from_cache_ = True
+            return model
+        model = _train(cls, adata, n_latent, max_epochs, seed, model_kwargs, train_kwargs)
+        model.save(str(path), overwrite=True)
+        (path / "fit.json").write_text(json.dumps({"seconds": model.fit_seconds_}))
+    return model
+
+
+def _train(cls, adata, n_latent, max_epochs, seed, model_kwargs, train_kwargs):
     model = cls(adata, n_latent=n_latent, **model_kwargs)
     t0 = time.time()
     model.train(max_epochs=max_epochs, seed=seed, enable_progress_bar=False, **train_kwargs)
     model.fit_seconds_ = time.time() - t0
     model.from_cache_ = False
-    if use_cache:
-        path.mkdir(parents=True, exist_ok=True)
-        model.save(str(path), overwrite=True)
-        (path / "fit.json").write_text(json.dumps({"seconds": model.fit_seconds_}))
     return model
 
 
@@ -342,10 +396,59 @@ def save_results(chapter: str, results: dict) -> Path:
 
 
 def load_results() -> dict:
-    """All chapters' results written so far: ``{chapter: dict}``."""
+    """All chapters' results written so far in this runtime: ``{chapter: dict}``."""
     if not RESULTS.exists():
         return {}
     return {p.stem: json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))}
+
+
+def chapter_results(needed: list[str]) -> tuple[dict, list[str], dict]:
+    """The results of the ``needed`` chapters: this runtime's where a chapter has run here,
+    else the book's committed reference results (:data:`REFERENCE_RESULTS`, written by the
+    last CI-scale build), so that a chapter that summarises others also runs alone (on
+    Colab every notebook has its own runtime).
+
+    Returns
+    -------
+    ``(results, from_reference, reference_meta)``: ``{chapter: dict}``, the chapters read from
+    the reference, and the reference's ``meta.json`` (date, commit, scale). Raises
+    ``RuntimeError`` naming the chapters found in neither place.
+    """
+    results = {k: v for k, v in load_results().items() if k in needed}
+    missing = [c for c in needed if c not in results]
+    meta_path = REFERENCE_RESULTS / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    for chapter in missing:
+        path = REFERENCE_RESULTS / f"{chapter}.json"
+        if path.exists():
+            results[chapter] = json.loads(path.read_text())
+    absent = [c for c in needed if c not in results]
+    if absent:
+        raise RuntimeError(
+            f"No results from chapter(s) {absent} under {RESULTS} nor in {REFERENCE_RESULTS}. "
+            "Run those chapters first, in this runtime, then this one.")
+    return results, missing, meta
+
+
+def save_reference_results() -> Path:
+    """Copy this build's results into :data:`REFERENCE_RESULTS` (to be committed), with a
+    ``meta.json`` saying when, at which commit and at which scale they were made."""
+    import platform
+    import shutil
+    import subprocess
+
+    REFERENCE_RESULTS.mkdir(parents=True, exist_ok=True)
+    for old in REFERENCE_RESULTS.glob("*.json"):
+        old.unlink()
+    for path in sorted(RESULTS.glob("*.json")):
+        shutil.copy(path, REFERENCE_RESULTS / path.name)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip()
+    meta = {"date": time.strftime("%Y-%m-%d"), "commit": commit or "unknown",
+            "scale": "full" if full_scale() else "CI", "svae_lite": sl.__version__,
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores"}
+    (REFERENCE_RESULTS / "meta.json").write_text(json.dumps(meta, indent=2))
+    return REFERENCE_RESULTS
 
 
 def benchmark_results(name: str):

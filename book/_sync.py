@@ -1,22 +1,54 @@
-"""Keep the paired notebooks ``book/NN_*.ipynb`` in step with the chapters ``book/NN_*.py``.
+"""Keep the paired notebooks ``book/NN_*.ipynb`` in step with the chapters ``book/NN_*.py``,
+and every chapter's first code cell (the set-up cell) equal to :data:`SETUP_TEMPLATE`.
 
 The chapters are written as jupytext ``py:percent`` files, which the book build executes
 directly. The ``.ipynb`` twins exist only so that the Colab and Binder buttons (which open
 ``.ipynb`` files from the repository) work; they are committed without outputs and are
 excluded from the build.
 
-    python book/_sync.py            # (re)write every .ipynb from its .py, outputs stripped
-    python book/_sync.py --check    # exit 1 if any .ipynb is missing, stale or has outputs
+The set-up cell clones the repository on Colab, so it must name it; the address is written
+in one place, ``repository`` in ``_config.yml``, and this script writes it into the
+set-up cell of every chapter (and the solutions page).
+
+    python book/_sync.py            # rewrite set-up cells and every .ipynb, outputs stripped
+    python book/_sync.py --check    # exit 1 if a set-up cell or .ipynb is missing or stale
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 import jupytext
+import yaml
 
 BOOK = Path(__file__).resolve().parent
+
+#: The first code cell of every page that runs code. On Colab it clones the repository and
+#: installs it at the tested versions (book/colab_setup.sh); everywhere it puts the book's
+#: folder on the import path and loads book/_helpers.py as ``H``.
+SETUP_TEMPLATE = """\
+# Set-up (the same in every chapter). Colab: run `%env SVAE_LITE_FULL=1` first for full scale.
+import os, subprocess, sys
+REPO = "{url}"  # written from _config.yml by book/_sync.py
+if "google.colab" in sys.modules and not os.path.isdir("/content/svae_lite"):
+    subprocess.run(f"git clone -q --depth 1 -b {branch} {{REPO}} /content/svae_lite && bash "
+                   "/content/svae_lite/book/colab_setup.sh", shell=True, check=True)
+sys.path[:0] = [os.environ.get("SVAE_LITE_BOOK", "book"), "/content/svae_lite/book"]
+import _helpers as H; H.setup()"""
+SETUP_TAGS = ["hide-input"]
+
+
+def setup_cell() -> str:
+    """:data:`SETUP_TEMPLATE` with the repository of ``_config.yml``."""
+    repo = yaml.safe_load((BOOK.parent / "_config.yml").read_text())["repository"]
+    return SETUP_TEMPLATE.format(url=repo["url"], branch=repo.get("branch", "main"))
+
+
+def pages() -> list[Path]:
+    """Every executed page: the chapters and the solutions page."""
+    return chapters() + [p for p in [BOOK / "solutions.py"] if p.exists()]
 
 
 def chapters() -> list[Path]:
@@ -28,9 +60,17 @@ def _cells(nb) -> list[tuple]:
     return [(c.cell_type, c.source.strip(), tuple(c.metadata.get("tags", ()))) for c in nb.cells]
 
 
+def _first_code(nb):
+    return next(c for c in nb.cells if c.cell_type == "code")
+
+
 def problems() -> list[str]:
-    """Every way the paired notebooks differ from the chapters (empty when in sync)."""
+    """Every way the set-up cells or paired notebooks differ from what they should be."""
     out = []
+    for page in pages():
+        cell = _first_code(jupytext.read(page))
+        if cell.source.strip() != setup_cell() or cell.metadata.get("tags") != SETUP_TAGS:
+            out.append(f"{page.name}: its first code cell is not the set-up cell")
     for py in chapters():
         ipynb = py.with_suffix(".ipynb")
         if not ipynb.exists():
@@ -48,8 +88,29 @@ def problems() -> list[str]:
     return out
 
 
+def write_setup_cells() -> None:
+    """Make the first code cell of every page the set-up cell, editing only that cell's text
+    (the rest of the file is left byte for byte)."""
+    header = f'# %% tags={json.dumps(SETUP_TAGS)}'
+    for page in pages():
+        lines = page.read_text(encoding="utf8").split("\n")
+        starts = [i for i, line in enumerate(lines) if line.startswith("# %%")]
+        code = [i for i in starts if not lines[i].startswith("# %% [")]
+        if not code:
+            continue
+        first = code[0]
+        end = next((i for i in starts if i > first), len(lines))
+        while end > first + 1 and not lines[end - 1].strip():
+            end -= 1  # keep the blank lines between cells
+        new = [header] + setup_cell().split("\n")
+        if lines[first:end] != new:
+            page.write_text("\n".join(lines[:first] + new + lines[end:]), encoding="utf8")
+            print(f"wrote the set-up cell of {page.relative_to(BOOK.parent)}")
+
+
 def write() -> None:
     """Write every chapter's ``.ipynb`` twin, without outputs."""
+    write_setup_cells()
     for py in chapters():
         nb = jupytext.read(py)
         for i, c in enumerate(nb.cells):

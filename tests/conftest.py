@@ -7,6 +7,15 @@ os.environ.setdefault("SVAE_LITE_DATA", os.path.join(os.path.dirname(__file__), 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (``-n N``), one torch thread per worker: N workers with one thread
+    each use N cores without oversubscribing them."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def small_adata():
     import svae_lite as sl

@@ -148,3 +148,69 @@ def test_cap_cells():
     again = H.cap_cells(adata, 3, 4, rng=np.random.default_rng(0))
     assert list(again.obs_names) == list(out.obs_names)
     assert H.cap_cells(adata, 0, 0, rng=0).n_obs == 18  # 0: keep all
+
+
+# ------------------------------------------------------------------- the book's simulation
+def test_one_simulation_and_training_per_scale(monkeypatch):
+    monkeypatch.delenv(H.FULL_ENV, raising=False)
+    assert H.scale() == "CI" and H.simulation() == H.SIMULATION["CI"]
+    monkeypatch.setenv(H.FULL_ENV, "1")
+    assert H.scale() == "full" and H.training() == H.TRAINING["full"]
+    # full scale is the simulator's defaults (the README's table)
+    import inspect
+
+    defaults = {k: v.default for k, v in inspect.signature(sl.simulate).parameters.items()}
+    assert all(defaults[k] == v for k, v in H.SIMULATION["full"].items())
+    H.simulation()["n_latent"] = -1  # a copy: callers cannot change the book's settings
+    assert H.SIMULATION["full"]["n_latent"] == 15
+
+
+def test_epochs_kind_accepts_none_and_integers_only():
+    assert check_parameters(max_epochs=None, kinds={"max_epochs": "epochs"}) == {"max_epochs": None}
+    assert check_parameters(max_epochs=3.0, kinds={"max_epochs": "epochs"}) == {"max_epochs": 3}
+    with pytest.raises(ValueError, match="max_epochs"):
+        check_parameters(max_epochs=0, kinds={"max_epochs": "epochs"})
+
+
+# ------------------------------------------------------------------- results and reference
+def test_chapter_results_fall_back_to_the_reference_and_say_so(tmp_path, monkeypatch):
+    import json
+
+    here, ref = tmp_path / "results", tmp_path / "reference"
+    here.mkdir()
+    ref.mkdir()
+    (here / "a.json").write_text(json.dumps({"x": 1}))
+    (ref / "a.json").write_text(json.dumps({"x": 0}))
+    (ref / "b.json").write_text(json.dumps({"y": 2}))
+    (ref / "meta.json").write_text(json.dumps({"date": "2026-01-01", "scale": "CI"}))
+    monkeypatch.setattr(H, "RESULTS", here)
+    monkeypatch.setattr(H, "REFERENCE_RESULTS", ref)
+    results, from_ref, meta = H.chapter_results(["a", "b"])
+    assert results == {"a": {"x": 1}, "b": {"y": 2}}  # this runtime's first
+    assert from_ref == ["b"] and meta["date"] == "2026-01-01"
+    with pytest.raises(RuntimeError, match=r"\['c'\]"):
+        H.chapter_results(["a", "c"])
+
+
+# ------------------------------------------------------------------- executing pages alone
+def test_executed_page_is_found_by_the_book_build(tmp_path, monkeypatch):
+    """book/_execute.py runs a page in a fresh folder and stores it where the build's
+    jupyter-cache finds it (a mismatch would make the build execute every page again)."""
+    pytest.importorskip("nbclient")
+    sys.path.insert(0, str(BOOK))
+    try:
+        import _execute as E
+    finally:
+        sys.path.remove(str(BOOK))
+    page = tmp_path / "page.py"
+    page.write_text('# %% [markdown]\n# A page\n\n# %% tags=["parameters"]\nx = 2\n\n'
+                    '# %%\nimport os\nprint(x * 21, os.getcwd())\n')
+    monkeypatch.setattr(E, "JUPYTER_CACHE", tmp_path / "cache")
+    nb, seconds = E.execute(page, timeout=60)
+    out = nb.cells[2].outputs[0]["text"]
+    assert out.startswith("42 ") and str(tmp_path) not in out  # a fresh working folder
+    E.store(page, nb, seconds)
+    E.check_cached(page)
+    page.write_text(page.read_text().replace("x * 21", "x * 20"))
+    with pytest.raises(RuntimeError, match="would not find"):
+        E.check_cached(page)
