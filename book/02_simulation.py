@@ -53,23 +53,27 @@
 # gives the same data, bit for bit).
 
 # %% tags=["hide-input"]
-# Set-up: on Colab, install svae_lite from its repository; load the book's helpers as H.
+# Set-up (the same in every chapter). Colab: run `%env SVAE_LITE_FULL=1` first for full scale.
 import os, subprocess, sys
+REPO = "https://github.com/svae-lite/svae_lite"  # written from _config.yml by book/_sync.py
 if "google.colab" in sys.modules and not os.path.isdir("/content/svae_lite"):
-    subprocess.run("cd /content && git clone --depth 1 https://github.com/svae-lite/svae_lite"
-                   " && pip install -q ./svae_lite", shell=True, check=True)
-sys.path += ["book", "/content/svae_lite/book"]; import _helpers as H; H.setup()
+    subprocess.run(f"git clone -q --depth 1 -b main {REPO} /content/svae_lite && bash "
+                   "/content/svae_lite/book/colab_setup.sh", shell=True, check=True)
+sys.path[:0] = [os.environ.get("SVAE_LITE_BOOK", "book"), "/content/svae_lite/book"]
+import _helpers as H; H.setup()
 
 # %% tags=["parameters"]
-# Parameters (papermill: -p NAME VALUE). SVAE_LITE_FULL=1 switches to the full-scale values
-# (the simulator's defaults), which chapters 3, 4 and 6 use at full scale too.
+# Parameters (papermill: -p NAME VALUE). The book's simulation (H.simulation(), the one that
+# chapters 3, 4 and 6 train on); SVAE_LITE_FULL=1 switches to full scale (the simulator's
+# defaults).
 FULL = H.full_scale()
-n_latent = 15 if FULL else 8
-n_perturbations = 100 if FULL else 40
-n_heldout = 20 if FULL else 8
-n_cells_per_perturbation = 500 if FULL else 150
-n_genes = 100 if FULL else 80
-seed = 0
+SIM = H.simulation()
+n_latent = SIM["n_latent"]
+n_perturbations = SIM["n_perturbations"]
+n_heldout = SIM["n_heldout"]
+n_cells_per_perturbation = SIM["n_cells_per_perturbation"]
+n_genes = SIM["n_genes"]
+seed = SIM["seed"]
 n_umap_cells = 20000 if FULL else 6000  # cells embedded by UMAP
 
 # %% tags=["remove-input"]
