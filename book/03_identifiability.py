@@ -233,6 +233,7 @@ best[["seed", "mcc", "target_f1", "final_elbo"]].round(3)
 # rotation gives from what the sparse phase adds.
 
 # %%
+ROTATED = "iVAE + sparsest rotation (no sparse phase)"
 labels = train.obs["perturbation"].astype(str).to_numpy()
 z_true = train.obsm["z_true"]
 ceiling = sl.ceiling.mcc_ceiling(train)
@@ -245,7 +246,7 @@ for name in models:
 if "iVAE" in models:
     ivae = fitted["iVAE", seeds[0]][0]
     R, _ = sparsest_rotation(ivae.get_shifts().to_numpy(), seed=seeds[0])
-    cell_rows["iVAE + sparsest rotation (no sparse phase)"] = sl.metrics.cell_level_mcc(
+    cell_rows[ROTATED] = sl.metrics.cell_level_mcc(
         z_true, ivae.get_latent_representation() @ R, labels)
 cell_level = pd.DataFrame(cell_rows).T[["pooled", "within_groups", "control"]]
 for col in ["pooled", "within_groups", "control"]:
@@ -366,8 +367,7 @@ if len(sweeps):
 # ## What we saw
 #
 # The numbers below are printed from the runs above, at this page's parameters (the
-# parameters cell); at CI scale the runs are short, so read them as a smoke test of the
-# full-scale experiment more than as its result.
+# parameters cell), and the answer after them is assembled from those numbers.
 
 # %%
 mean = scores.groupby("model")["mcc"].mean()
@@ -400,6 +400,44 @@ H.save_results("03_identifiability", {
     "cell_level": cell_level.to_dict(orient="index"),
 })
 print(f"chapter ran in {H.elapsed()}")
+
+# %% tags=["remove-input"]
+from IPython.display import Markdown
+
+
+def answer():
+    """The chapter's question answered from the numbers above (text follows the numbers)."""
+    out = []
+    sp, sp_f1 = mean.get("SVAEPlus"), f1.get("SVAEPlus")
+    if sp is not None:
+        rivals = [m for m in ("VAE", "BetaVAE", "iVAE") if m in mean]
+        beaten = [m for m in rivals if sp - mean[m] > 0.05]
+        out.append(f"**Latents.** sVAE+ reaches a mean MCC of {sp:.2f} over {len(seeds)} seeds"
+                   + (f", ahead of {', '.join(f'{m} ({mean[m]:.2f})' for m in beaten)}"
+                      if beaten else "")
+                   + (f"; it is NOT clearly ahead of "
+                      f"{', '.join(f'{m} ({mean[m]:.2f})' for m in rivals if m not in beaten)}"
+                      if len(beaten) < len(rivals) else "") + ".")
+    if sp_f1 is not None and np.isfinite(sp_f1):
+        out.append(f"**Targets.** sVAE+ target F1 {sp_f1:.2f}: "
+                   + ("it finds which latents each perturbation moves." if sp_f1 >= 0.8 else
+                      "it does NOT reliably find which latents each perturbation moves here."))
+    if "SVAEPlus" in cell_level.index:
+        r = cell_level.loc["SVAEPlus"]
+        rot = cell_level.loc[ROTATED] if ROTATED in cell_level.index else r
+        out.append(
+            f"**Cells, not only groups.** On control cells, where the labels say nothing, sVAE+ "
+            f"scores {r.control:.2f}, {r['control / ceiling']:.0%} of the count-noise ceiling "
+            f"({ceiling['control']:.2f}); the labels-only oracle scores {oracle.control:.2f} "
+            f"there although its pooled MCC is {oracle.pooled:.2f}. iVAE given the alignment "
+            f"rotation alone scores {rot.control:.2f}: the sparse phase adds "
+            f"{r.control - rot.control:+.2f}"
+            + (" (one seed: a difference this small is not distinguishable from seed noise)."
+               if abs(r.control - rot.control) < 0.05 else " (one seed)."))
+    return "\n\n".join(out)
+
+
+Markdown(answer())
 
 # %% [markdown]
 # How to read these numbers:

@@ -70,27 +70,31 @@
 #   been fitted to half of the held-out cells; scored on the *other* half.
 
 # %% tags=["hide-input"]
-# Set-up: on Colab, install svae_lite from its repository; load the book's helpers as H.
+# Set-up (the same in every chapter). Colab: run `%env SVAE_LITE_FULL=1` first for full scale.
 import os, subprocess, sys
+REPO = "https://github.com/svae-lite/svae_lite"  # written from _config.yml by book/_sync.py
 if "google.colab" in sys.modules and not os.path.isdir("/content/svae_lite"):
-    subprocess.run("cd /content && git clone --depth 1 https://github.com/svae-lite/svae_lite"
-                   " && pip install -q ./svae_lite", shell=True, check=True)
-sys.path += ["book", "/content/svae_lite/book"]; import _helpers as H; H.setup()
+    subprocess.run(f"git clone -q --depth 1 -b main {REPO} /content/svae_lite && bash "
+                   "/content/svae_lite/book/colab_setup.sh", shell=True, check=True)
+sys.path[:0] = [os.environ.get("SVAE_LITE_BOOK", "book"), "/content/svae_lite/book"]
+import _helpers as H; H.setup()
 
 # %% tags=["parameters"]
-# Parameters (papermill: -p NAME VALUE). The simulation and training values must equal
-# chapter 3's for its trained models to be reused from the cache (otherwise they are
-# trained here).
+# Parameters (papermill: -p NAME VALUE). The simulation and training are the book's own, as
+# in chapter 3, whose trained models are then reused from the cache (run alone, this
+# chapter trains them); SVAE_LITE_FULL=1 switches to full scale.
 FULL = H.full_scale()
-n_latent = 15 if FULL else 8
-n_perturbations = 100 if FULL else 40
-n_heldout = 20 if FULL else 8
-n_cells_per_perturbation = 500 if FULL else 150
-n_genes = 100 if FULL else 80
-sim_seed = 0
+SIM, TRAIN = H.simulation(), H.training()   # the book's simulation and training (ch. 2-4, 6)
+n_latent = SIM["n_latent"]
+n_perturbations = SIM["n_perturbations"]
+n_heldout = SIM["n_heldout"]
+n_cells_per_perturbation = SIM["n_cells_per_perturbation"]
+n_genes = SIM["n_genes"]
+sim_seed = SIM["seed"]
+max_epochs = TRAIN["max_epochs"]           # None: what model.train() chooses
+batch_size = TRAIN.get("batch_size", 256)  # cells per minibatch
 models = ["VAE", "BetaVAE", "iVAE", "SVAE", "SVAEPlus"]
-seed = 0
-max_epochs = 400 if FULL else 60
+seed = 20                                   # chapter 3's first seed: its models are reused
 transfer_epochs = 400                    # about 1,000 optimisation steps of the new shifts
 n_samples = 100 if FULL else 50          # importance samples per cell (IWELBO)
 
@@ -99,8 +103,9 @@ n_samples = 100 if FULL else 50          # importance samples per cell (IWELBO)
 globals().update(H.check_parameters(
     n_latent=n_latent, n_perturbations=n_perturbations, n_heldout=n_heldout,
     n_cells_per_perturbation=n_cells_per_perturbation, n_genes=n_genes, sim_seed=sim_seed,
-    models=models, seed=seed, max_epochs=max_epochs, transfer_epochs=transfer_epochs,
-    n_samples=n_samples, kinds={"sim_seed": "seed"}))
+    models=models, seed=seed, max_epochs=max_epochs, batch_size=batch_size,
+    transfer_epochs=transfer_epochs, n_samples=n_samples,
+    kinds={"sim_seed": "seed", "max_epochs": "epochs"}))
 if n_heldout < 1:
     raise ValueError("Invalid parameter n_heldout=0: this chapter needs held-out perturbations.")
 
@@ -158,7 +163,8 @@ rows, per_pert, transferred = [], [], {}
 reference = train[rng.permutation(train.n_obs)[:min(1500, train.n_obs)]].copy()
 for name in models:
     cls = getattr(sl, name)
-    model = H.fit(cls, train, sim, n_latent=n_latent, max_epochs=max_epochs, seed=seed)
+    model = H.fit(cls, train, sim, n_latent=n_latent, max_epochs=max_epochs, seed=seed,
+                  batch_size=batch_size)
     ll_train = model.get_marginal_ll(reference, n_samples=n_samples).mean()
     before = model.get_marginal_ll(held_eval_as_control, n_samples=n_samples)
     if name in ("VAE", "BetaVAE"):

@@ -26,16 +26,18 @@
 #   number of seeds behind it;
 # - explain why a difference between two one-seed numbers is not evidence.
 #
-# **Prerequisites.** Chapters 3 to 6, run first: this chapter only reads the results they
-# wrote to `_build/results/`; the {doc}`method <method>`; the glossary's {term}`MCC` and
-# {term}`IWELBO`.
+# **Prerequisites.** Chapters 3 to 6 (their results are what this chapter reads); the
+# {doc}`method <method>`; the glossary's {term}`MCC` and {term}`IWELBO`.
 #
-# **Run time.** Seconds: it trains nothing and only reads other chapters' results. On Colab,
-# run chapters 3 to 6 first in the same runtime (a few minutes each at CI scale).
+# **Run time.** Seconds: it trains nothing and only reads results. Run alone (on Colab every
+# notebook has its own runtime), it reads the results committed with the book's last
+# CI-scale build and says so; run chapters 3 to 6 first in the same runtime to judge your
+# own.
 # :::
 #
 # Every number in the table below is read from the results the chapters wrote when they
-# ran (JSON files under `_build/results/`, one per chapter); nothing is typed in. The
+# ran (JSON files under `_build/results/`, one per chapter; where a chapter has not run in
+# this runtime, the copy committed in `book/reference_results/`); nothing is typed in. The
 # verdict column applies a simple rule to those numbers, stated in the table. When the book
 # is built in CI the chapters run at their small CI parameters, so a "no" may mean "not at
 # this scale": each chapter says how to run it at full scale, after which this chapter
@@ -96,25 +98,68 @@ def yes_no(ok):
 ONE_SEED = "untested (1 seed)"  # a difference of two numbers from one seed is no verdict
 
 
-scale = f"d={c3['n_latent']}, {c3['n_train_perturbations']} perturbations, {c3['max_epochs']} epochs, {len(c3['seeds'])} seeds"
-if "SVAEPlus" in mcc and "VAE" in mcc:
-    d = mcc["SVAEPlus"] - mcc["VAE"]
-    claim("Sparse mechanism shift models recover the latents better than a VAE",
-          "simulations", f"MCC sVAE+ {mcc['SVAEPlus']:.2f} vs VAE {mcc['VAE']:.2f} ({scale})",
-          yes_no(d > margin), f"sVAE+ - VAE > {margin}")
-if "SVAEPlus" in mcc and "BetaVAE" in mcc:
-    d = mcc["SVAEPlus"] - mcc["BetaVAE"]
-    claim("... and better than a beta-VAE", "simulations", f"MCC sVAE+ {mcc['SVAEPlus']:.2f} vs beta-VAE {mcc['BetaVAE']:.2f}",
-          yes_no(d > margin), f"sVAE+ - beta-VAE > {margin}")
-if "SVAEPlus" in mcc and "iVAE" in mcc:
-    d = mcc["SVAEPlus"] - mcc["iVAE"]
-    claim("Sparsity adds to knowing the perturbation labels (sVAE+ vs iVAE)", "simulations",
-          f"MCC sVAE+ {mcc['SVAEPlus']:.2f} vs iVAE {mcc['iVAE']:.2f}",
-          yes_no(d > margin), f"sVAE+ - iVAE > {margin}")
+scale = (f"this build: d={c3['n_latent']}, {c3['n_train_perturbations']} perturbations, "
+         f"{c3['max_epochs']} epochs, {len(c3['seeds'])} seeds")
+cells = c3.get("cell_level", {})
+ROT = "iVAE + sparsest rotation (no sparse phase)"
+
+
+def full_scale_mcc():
+    """Mean MCC per model of the committed full-scale runs with the current defaults
+    (fresh seeds where they exist), and a label saying which runs those are."""
+    for name in ("identifiability_defaults_fresh", "identifiability_defaults"):
+        df, meta = H.benchmark_results(name)
+        if df is None:
+            continue
+        df = df[df["note"].isna()] if "note" in df else df
+        seeds = ", ".join(map(str, sorted(df["seed"].unique())))
+        return df.groupby("model")["mcc"].mean(), f"full scale, committed (seeds {seeds})"
+    return pd.Series(dtype=float), ""
+
+
+full_mcc, full_label = full_scale_mcc()
+
+
+def also_full(a, b):
+    """'; full scale: a x vs b y' when the committed full-scale runs have both models."""
+    if a in full_mcc and b in full_mcc:
+        return f"; {full_label}: {a} {full_mcc[a]:.2f} vs {b} {full_mcc[b]:.2f}"
+    return ""
+
+
+def cell_claim(text, a, b):
+    """a beats b at the level of cells: control-cell MCC (no label information there)."""
+    if a not in cells or b not in cells:
+        return
+    ca, cb = cells[a]["control"], cells[b]["control"]
+    claim(text, "simulations",
+          f"control-cell MCC {a} {ca:.2f} vs {b} {cb:.2f} (first seed; pooled "
+          f"{cells[a]['pooled']:.2f} vs {cells[b]['pooled']:.2f}; {scale})" + also_full(a, b),
+          yes_no(ca - cb > margin), f"control-cell MCC difference > {margin}")
+
+
+cell_claim("Sparse mechanism shift models recover the latents better than a VAE",
+           "SVAEPlus", "VAE")
+cell_claim("... and better than a beta-VAE", "SVAEPlus", "BetaVAE")
+cell_claim("Sparsity adds to knowing the perturbation labels (sVAE+ vs iVAE)", "SVAEPlus", "iVAE")
+cell_claim("... and to the alignment rotation alone (sVAE+ vs iVAE + sparsest rotation)",
+           "SVAEPlus", ROT)
+if "SVAEPlus" in cells:
+    r = cells["SVAEPlus"]
+    ceiling = next(v for k, v in cells.items() if k.startswith("count-noise ceiling"))
+    claim("sVAE+ recovers each cell's latents, not only its group's (near the ceiling)",
+          "simulations (the paper reports pooled MCC only)",
+          f"sVAE+ control-cell MCC {r['control']:.2f} = {r['control / ceiling']:.0%} of the "
+          f"count-noise ceiling {ceiling['control']:.2f}; within groups "
+          f"{r['within_groups / ceiling']:.0%}; the labels-only oracle scores "
+          f"{cells.get('group-mean oracle (labels only)', {}).get('control', float('nan')):.2f}",
+          yes_no(r["control / ceiling"] >= 0.9), ">= 90% of the ceiling on control cells")
 if "SVAEPlus" in mcc and "SVAE" in mcc:
     d = mcc["SVAEPlus"] - mcc["SVAE"]
-    claim("The Beta-Bernoulli mask prior (sVAE+) improves on the L0 penalty (sVAE)", "model comparison",
-          f"MCC sVAE+ {mcc['SVAEPlus']:.2f} vs sVAE {mcc['SVAE']:.2f}",
+    claim("The Beta-Bernoulli mask prior (sVAE+) improves on the L0 penalty (sVAE)",
+          "model comparison",
+          f"pooled MCC sVAE+ {mcc['SVAEPlus']:.2f} vs sVAE {mcc['SVAE']:.2f} ({scale})"
+          + also_full("SVAEPlus", "SVAE"),
           yes_no(d > margin), f"sVAE+ - sVAE > {margin}")
 if "SVAEPlus" in f1:
     claim("sVAE+ recovers which latents each perturbation targets", "simulations",
@@ -205,23 +250,50 @@ with pd.option_context("display.max_colwidth", None):
 # %%
 verdicts = table["reproduced?"].value_counts()
 n_yes = int(verdicts.get("yes", 0))
-print(f"{len(table)} claims: " + ", ".join(f"{k} {v}" for k, v in verdicts.items()) + f" ({scale}).")
+print(f"{len(table)} claims: " + ", ".join(f"{k} {v}" for k, v in verdicts.items())
+      + f" ({scale}).")
 for _, r in table.iterrows():
     print(f"  [{r['reproduced?']}] {r['claim']}")
 H.save_results("07_claims", {"n_claims": len(table), "n_reproduced": n_yes,
                              "verdicts": verdicts.to_dict()})
 
+# %% tags=["remove-input"]
+from IPython.display import Markdown
+
+ident = table[table["paper's evidence"].str.startswith("simulations")]
+failed = ident[ident["reproduced?"] != "yes"]["claim"].tolist()
+ties = table[table["reproduced?"] == "tie"]["claim"].tolist()
+untested = table[table["reproduced?"] == ONE_SEED]["claim"].tolist()
+lines = [f"- **Identifiability** ({scale}): "
+         + (f"all {len(ident)} simulation rows hold, judged at the level of cells (control-cell "
+            "MCC, which the labels cannot explain) and against the count-noise ceiling."
+            if not failed else
+            f"{len(ident) - len(failed)} of {len(ident)} simulation rows hold; NOT reproduced "
+            f"here: {'; '.join(failed)}. At CI scale a 'no' may also mean 'too short a run': "
+            "compare the committed full-scale numbers in the same row.")]
+if ties:
+    lines.append(f"- **Ties** (the 95% interval over seeds contains 0): {'; '.join(ties)}. "
+                 "The data here do not separate the models on these claims.")
+if untested:
+    lines.append(f"- **Untested** ({len(untested)} rows, one seed each): a difference between "
+                 "two one-seed numbers is not evidence, whichever way it points.")
+if from_reference:
+    lines.append(f"- Chapters {', '.join(from_reference)} did not run in this runtime: their "
+                 f"rows are the committed {reference.get('scale', '?')}-scale results of "
+                 f"{reference.get('date', '?')}.")
+Markdown("\n".join(lines))
+
 # %% [markdown]
-# Reading the table honestly:
+# How the verdicts are reached:
 #
-# - The book's CI build trains for minutes on two CPU cores; the paper trained far longer
-#   on larger simulations. Claims marked "no" here are worth rerunning at full scale
-#   (`SVAE_LITE_FULL=1`, a GPU helps) before concluding anything.
+# - The identifiability rows compare **control-cell MCC** (chapter 3): on control cells no
+#   perturbation label carries information, so only a model that knows each cell's latents
+#   scores well there (the labels-only oracle scores 0). They use a margin on one seed at
+#   CI scale, a weak rule; the committed full-scale means in the same row are the check.
 # - The transfer rows are judged by the committed benchmark (`benchmarks/transfer.py`,
 #   five fresh seeds): "yes" or "no" only when the 95% interval of the paired difference
 #   excludes zero, "tie" when it does not. Rows marked "untested (1 seed)" show this
-#   build's numbers from one seed; a difference between two such numbers is not evidence.
-# - The identifiability rows use a margin on means over this build's seeds, a weaker rule.
+#   build's numbers from one seed.
 #
 # ## Exercises
 #
