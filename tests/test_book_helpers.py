@@ -214,3 +214,19 @@ def test_executed_page_is_found_by_the_book_build(tmp_path, monkeypatch):
     page.write_text(page.read_text().replace("x * 21", "x * 20"))
     with pytest.raises(RuntimeError, match="would not find"):
         E.check_cached(page)
+
+
+def test_html_check_finds_figures_without_caption_or_alt(tmp_path):
+    sys.path.insert(0, str(BOOK))
+    try:
+        import _check_html as C
+    finally:
+        sys.path.remove(str(BOOK))
+    good = ('<div class="cell_output"><figure><img alt="Bars of MCC per model" '
+            'src="../_images/ab12.png"><figcaption>MCC per model.</figcaption></figure></div>')
+    bad = '<div class="cell_output"><img alt="ab12" src="../_images/ab12.png"></div>'
+    (tmp_path / "good.html").write_text(f"<html><body>{good}</body></html>")
+    assert C.problems(tmp_path) == []
+    (tmp_path / "bad.html").write_text(f"<html><body>{bad}</body></html>")
+    assert C.problems(tmp_path) == ["bad.html: ../_images/ab12.png: no caption",
+                                    "bad.html: ../_images/ab12.png: no alt text"]
