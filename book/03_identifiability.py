@@ -187,7 +187,7 @@ scores = pd.DataFrame(rows)
 # %% [markdown]
 # ## Latent recovery
 
-# %%
+# %% mystnb={"figure": {"caption": "Latent and target recovery of the five models on this build's simulation. Left: MCC between true and learned latents after one-to-one matching (pooled over all training cells; 1 = recovered up to permutation, sign and scale; higher is better). Right: F1 of the learned target matrix of the sparse models (entries with probability > 0.5 against the true targets). One dot per training seed; bar: mean.", "name": "fig-ch3-recovery"}, "image": {"alt": "Strip plots of MCC per model and target F1 of sVAE and sVAE+, one dot per seed"}}
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [5, 2.2]})
 plotting.score_strip(scores, y="mcc", order=models, ax=axes[0])
 axes[0].set_ylabel("MCC with the true latents")
@@ -253,7 +253,7 @@ for col in ["pooled", "within_groups", "control"]:
     cell_level[f"{col} / ceiling"] = cell_level[col] / ceiling[col]
 cell_level.round(2)
 
-# %%
+# %% mystnb={"figure": {"caption": "Latent recovery at the level of cells (first seed). For each representation, MCC pooled over all cells, within perturbation groups (each group's mean removed) and on control cells only (higher is better). Dotted lines: the count-noise ceiling of each score (MAP latents under the true generative model). The labels-only oracle scores high pooled but zero on control cells and within groups; \\\"iVAE + sparsest rotation\\\" isolates what the alignment rotation gives without the sparse phase.", "name": "fig-ch3-cell-level"}, "image": {"alt": "Horizontal bar chart of pooled, within-group and control-cell MCC for each representation, with dotted ceiling lines"}}
 long = (cell_level[["pooled", "within_groups", "control"]].drop(index=cell_level.index[0])
         .rename_axis("representation").reset_index()
         .melt("representation", var_name="score", value_name="MCC"))
@@ -274,7 +274,7 @@ sns.despine()
 # learned latents have been matched to the true ones (columns reordered; the rows are the
 # training perturbations). A perfect model reproduces the left panel.
 
-# %%
+# %% mystnb={"figure": {"caption": "True (left) and learned intervention targets of the training perturbations (rows) on the latents (columns, learned latents matched and reordered to the true ones), first seed. Colour: target probability from 0 (light) to 1 (dark), see the colour bar. A perfect model reproduces the left panel.", "name": "fig-ch3-targets"}, "image": {"alt": "Heatmaps of the true and learned perturbation-by-latent target matrices"}}
 pick = [m for m in ("SVAEPlus", "SVAE") if m in models]
 if pick:
     true = adata.uns["true_targets"]
@@ -291,12 +291,19 @@ if pick:
 # (first seed; cells coloured by the 8 largest perturbations, others grey). A recovered
 # latent is a thin monotone curve; a mixed one is a cloud.
 
-# %%
-for name in [m for m in ("VAE", "SVAEPlus") if m in models]:
-    model = fitted[name, seeds[0]][0]
-    fig = plotting.latent_scatter(train.obsm["z_true"], model.get_latent_representation(),
+# %% mystnb={"figure": {"caption": "Each true latent (x axis, control standard deviations) against the VAE's latent matched to it (y axis), first seed; each dot is a cell, coloured by its perturbation (the 8 largest groups; others grey: the colours only show that groups move along single axes, not which group is which). A recovered latent is a thin monotone curve; a mixed one is a cloud.", "name": "fig-ch3-scatter-vae"}, "image": {"alt": "Grid of scatter plots of true against matched VAE's latents"}}
+if "VAE" in models:
+    fig = plotting.latent_scatter(train.obsm["z_true"],
+                                  fitted["VAE", seeds[0]][0].get_latent_representation(),
                                   max_latents=8, hue=train.obs["perturbation"])
-    fig.suptitle(f"{name}: MCC {fitted[name, seeds[0]][1]['mcc']:.2f}", y=1.02)
+    fig.suptitle(f"VAE: MCC {fitted['VAE', seeds[0]][1]['mcc']:.2f}", y=1.02)
+
+# %% mystnb={"figure": {"caption": "Each true latent (x axis, control standard deviations) against the sVAE+'s latent matched to it (y axis), first seed; each dot is a cell, coloured by its perturbation (the 8 largest groups; others grey: the colours only show that groups move along single axes, not which group is which). A recovered latent is a thin monotone curve; a mixed one is a cloud.", "name": "fig-ch3-scatter-svaeplus"}, "image": {"alt": "Grid of scatter plots of true against matched sVAE+'s latents"}}
+if "SVAEPlus" in models:
+    fig = plotting.latent_scatter(train.obsm["z_true"],
+                                  fitted["SVAEPlus", seeds[0]][0].get_latent_representation(),
+                                  max_latents=8, hue=train.obs["perturbation"])
+    fig.suptitle(f"SVAEPlus: MCC {fitted['SVAEPlus', seeds[0]][1]['mcc']:.2f}", y=1.02)
 
 # %% [markdown]
 # ## When does it work? Sparsity and the number of perturbations
@@ -349,6 +356,8 @@ if run_sweeps:
             sweep_rows.append({"sweep": "training perturbations", "setting": str(n_train),
                                "model": name, "mcc": main.mcc, "target_f1": main.target_f1})
 sweeps = pd.DataFrame(sweep_rows)
+
+# %% mystnb={"figure": {"caption": "The sweeps (first seed): MCC of iVAE and sVAE+ as the true targets per perturbation grow denser (left) and as fewer training perturbations are kept (right); the main run is the default point of both. Higher is better; 1 = latents recovered up to permutation, sign and scale.", "name": "fig-ch3-sweeps"}, "image": {"alt": "Point plots of MCC against targets per perturbation and against the number of training perturbations, for iVAE and sVAE+"}}
 if len(sweeps):
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), sharey=True)
     for ax, (what, df) in zip(axes, sweeps.groupby("sweep", sort=False)):

@@ -61,7 +61,8 @@ def _cells(nb) -> list[tuple]:
 
 
 def _first_code(nb):
-    return next(c for c in nb.cells if c.cell_type == "code")
+    """The first code cell with any code (jupytext reads extra blank lines as empty cells)."""
+    return next(c for c in nb.cells if c.cell_type == "code" and c.source.strip())
 
 
 def problems() -> list[str]:
