@@ -329,10 +329,10 @@ if "iVAE" in transferred:
                    "bounds log p(x | a): the two are not the same quantity.")
 for name, t in heldout_masks.items():
     on, n_true = t["on"], t["n_true"]
-    if on > 2 * n_true:
-        masks = (f"transfer left {on} of {t['size']} mask entries on, "
-                 f"{on / max(n_true, 1):.1f} times the {n_true} true targets: it transfers "
-                 "dense shifts here, so there is no reason to expect it to beat iVAE")
+    if on > 2 * n_true or on > t["size"] / 2:
+        masks = (f"transfer left {on} of {t['size']} mask entries on ({on / t['size']:.0%}"
+                 f"), against {n_true} true targets: it transfers mostly dense shifts "
+                 "here, so there is no reason to expect it to beat iVAE")
     elif on < n_true / 2:
         masks = (f"transfer switched on only {on} of {t['size']} mask entries, fewer than "
                  f"half the {n_true} true targets")
