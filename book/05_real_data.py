@@ -51,12 +51,14 @@
 # guides as `control`.
 
 # %% tags=["hide-input"]
-# Set-up: on Colab, install svae_lite from its repository; load the book's helpers as H.
+# Set-up (the same in every chapter). Colab: run `%env SVAE_LITE_FULL=1` first for full scale.
 import os, subprocess, sys
+REPO = "https://github.com/svae-lite/svae_lite"  # written from _config.yml by book/_sync.py
 if "google.colab" in sys.modules and not os.path.isdir("/content/svae_lite"):
-    subprocess.run("cd /content && git clone --depth 1 https://github.com/svae-lite/svae_lite"
-                   " && pip install -q ./svae_lite", shell=True, check=True)
-sys.path += ["book", "/content/svae_lite/book"]; import _helpers as H; H.setup()
+    subprocess.run(f"git clone -q --depth 1 -b main {REPO} /content/svae_lite && bash "
+                   "/content/svae_lite/book/colab_setup.sh", shell=True, check=True)
+sys.path[:0] = [os.environ.get("SVAE_LITE_BOOK", "book"), "/content/svae_lite/book"]
+import _helpers as H; H.setup()
 
 # %% tags=["parameters"]
 # Parameters (papermill: -p NAME VALUE). CI scale subsamples the cells; full scale uses all
