@@ -92,7 +92,7 @@ def target_heatmaps(true=None, learned=None, titles=None, max_rows: int | None =
         ax.set_title(title)
         ax.set_xlabel("latent")
         ax.set_ylabel("perturbation" if k == 0 else "")
-        ax.tick_params(axis="y", labelsize=7)
+        ax.tick_params(axis="y", labelsize=8)
         ax.tick_params(axis="x", labelsize=8)
     fig.tight_layout()
     return fig
@@ -226,7 +226,7 @@ def latent_scatter(z_true, z_learned, max_latents: int = 8, n_points: int = 2000
         ax.scatter(z_true[idx, r], z_learned[idx, c], s=3, alpha=0.5,
                    c=colors if colors is not None else "C0", rasterized=True)
         ax.set_title(f"true z{r} vs learned {c}  |r|={corr[r, c]:.2f}", fontsize=8)
-        ax.tick_params(labelsize=7)
+        ax.tick_params(labelsize=8)
     fig.supxlabel("true latent", fontsize=9)
     fig.supylabel("matched learned latent", fontsize=9)
     fig.tight_layout()
@@ -289,7 +289,7 @@ def latent_shifts(z, labels, perturbations, targets=None, control: str = "contro
             ax.scatter(hit, np.full(hit.size, ymin), marker="*", s=90, color="black",
                        clip_on=False, zorder=5, label="true target" if ax is axes[0, 0] else None)
         sns.despine(ax=ax)
-    axes[0, 0].legend(loc="upper right", fontsize=7, markerscale=4, frameon=False, ncols=3)
+    axes[0, 0].legend(loc="upper right", fontsize=8, markerscale=2, frameon=False, ncols=3)
     axes[-1, 0].set_xlabel("latent coordinate")
     fig.tight_layout()
     return fig
