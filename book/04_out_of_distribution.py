@@ -119,9 +119,14 @@ import svae_lite as sl
 from svae_lite import plotting
 
 # %% [markdown]
-# Full scale: `SVAE_LITE_FULL=1`, or e.g.
-# `jupytext --to ipynb --output - book/04_out_of_distribution.py | papermill - out.ipynb -p max_epochs 400 -p n_samples 100`
-# (with the simulation values of chapter 3's full scale).
+# Full scale: `SVAE_LITE_FULL=1` (on Colab `%env SVAE_LITE_FULL=1` before the first cell):
+# the book's full-scale simulation and training, the same as chapter 3's, whose models are
+# then reused. Single values change with papermill, e.g.
+#
+# ```bash
+# jupytext --to ipynb --output - book/04_out_of_distribution.py | \
+#     papermill - out.ipynb -p n_samples 100
+# ```
 #
 # ## Data: training cells, and two halves of every held-out perturbation
 
