@@ -191,7 +191,9 @@ class ShiftVAEModule(BaseModuleClass):
     def marginal_ll(self, x, labels, n_samples: int = 100):
         """Importance-weighted estimate of log p(x | a, library) per cell, (cells,), in nats."""
         out = self.inference(x, n_samples=n_samples)
-        qz, z = out["qz"], out["z"]  # z: (S, cells, d)
+        qz, z = out["qz"], out["z"]
+        if n_samples == 1:  # inference() drops the sample axis for one sample
+            z = z.unsqueeze(0)  # (S, cells, d)
         px = self.generative(z, out["library"])["px"]
         log_px = px.log_prob(x.unsqueeze(0).expand_as(px.mean)).sum(-1)
         log_pz = self.prior.log_prob(z, labels)

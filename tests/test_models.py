@@ -20,6 +20,8 @@ def test_each_model_trains_and_returns_finite_values(cls, small_train):
     assert "control" not in t.index
     ll = m.get_marginal_ll(n_samples=5)
     assert ll.shape == (small_train.n_obs,) and np.isfinite(ll).all() and (ll < 0).all()
+    one = m.get_marginal_ll(n_samples=1)  # one sample: the ELBO's single-sample estimate
+    assert one.shape == ll.shape and np.isfinite(one).all()
     assert "elbo_train" in m.history and len(m.history["elbo_train"]) == 4
     pred = m.predict(["P000", "P000+P001"], n_cells=20)
     assert pred.shape == (2, small_train.n_vars) and np.isfinite(pred.to_numpy()).all()
