@@ -264,8 +264,8 @@ display(Markdown("\n".join(f"- {x}" for x in saw)))
 #    that to do to identifiability (see chapter 1's argument)?
 #
 #    :::{dropdown} Hint
-#    With $d = 8$ latents and 3 to 5 targets each, how much sparser are the shifts in the
-#    true axes than in a rotated basis?
+#    With $d$ = `n_latent` latents (6 at CI scale) and 3 to 5 targets each, how much
+#    sparser are the shifts in the true axes than in a rotated basis?
 #    :::
 # 3. **★** Lower `library_size` to 500 UMIs per cell. What happens to the fraction of zeros, the
 #    silhouette, and the PCA MCC?

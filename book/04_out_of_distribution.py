@@ -375,8 +375,8 @@ display(Markdown("\n".join(f"- {x}" for x in saw)))
 # 2. **★★** Transfer with `transfer_epochs` 20, 100, 400: when does the held-out likelihood stop
 #    improving, and does it ever get worse (overfitting the fitting half)?
 #
-#    *Run time:* 3 transfers per shift model; only the new prior parameters train, on 600
-#    cells, so each is much cheaper than a model fit.
+#    *Run time:* 3 transfers per shift model; only the new prior parameters train, on the
+#    fitting cells (450 at CI scale), so each is much cheaper than a model fit.
 #
 #    :::{dropdown} Hint
 #    Score both halves after each transfer: overfitting shows as the fitting half still
@@ -395,8 +395,8 @@ display(Markdown("\n".join(f"- {x}" for x in saw)))
 #    its log-likelihood on the scoring half with the transferred model's. What does the
 #    difference measure?
 #
-#    *Run time:* one sVAE+ fit on chapter 3's training cells plus the 600 fitting cells,
-#    a little longer than chapter 3's sVAE+ fit.
+#    *Run time:* one sVAE+ fit on chapter 3's training cells plus the fitting cells (450 at
+#    CI scale), a little longer than chapter 3's sVAE+ fit.
 #
 #    :::{dropdown} Hint
 #    Train on the training cells together with `held_fit` (`anndata.concat`), so that the

@@ -13,7 +13,7 @@ What the chapters share, and why that does not weaken the test:
   up by a hash of its data, model and arguments, and trained when missing, so a chapter
   gets the same model whether it finds it or trains it. A file lock per fit lets two
   chapters that need the same model wait for one training instead of doing it twice.
-- results: chapters 1-6 and the solutions write their numbers to ``_build/results``; the
+- results: chapters 1-6 write their numbers to ``_build/results``; the
   closing chapter (``07_claims``) reads them, so it runs last. It is also run once *alone*,
   with an empty results folder (``SVAE_LITE_RESULTS``), where it must fall back to the
   book's committed reference results, as it does on Colab.
