@@ -50,28 +50,33 @@
 #    glioblastoma lines, transferred to the third.
 
 # %% tags=["hide-input"]
-# Set-up: on Colab, install svae_lite from its repository; load the book's helpers as H.
+# Set-up (the same in every chapter). Colab: run `%env SVAE_LITE_FULL=1` first for full scale.
 import os, subprocess, sys
+REPO = "https://github.com/svae-lite/svae_lite"  # written from _config.yml by book/_sync.py
 if "google.colab" in sys.modules and not os.path.isdir("/content/svae_lite"):
-    subprocess.run("cd /content && git clone --depth 1 https://github.com/svae-lite/svae_lite"
-                   " && pip install -q ./svae_lite", shell=True, check=True)
-sys.path += ["book", "/content/svae_lite/book"]; import _helpers as H; H.setup()
+    subprocess.run(f"git clone -q --depth 1 -b main {REPO} /content/svae_lite && bash "
+                   "/content/svae_lite/book/colab_setup.sh", shell=True, check=True)
+sys.path[:0] = [os.environ.get("SVAE_LITE_BOOK", "book"), "/content/svae_lite/book"]
+import _helpers as H; H.setup()
 
 # %% tags=["parameters"]
-# Parameters (papermill: -p NAME VALUE). The simulation values equal chapter 3's so that
-# its models are reused from the cache.
+# Parameters (papermill: -p NAME VALUE). The simulation and training are the book's own, as
+# in chapter 3, whose models are then reused from the cache (run alone, this chapter trains
+# them); SVAE_LITE_FULL=1 switches to full scale.
 FULL = H.full_scale()
 data_dir = os.environ.get("SVAE_LITE_DATA") or None
 # 1a. simulation (as in chapters 3 and 4)
-n_latent = 15 if FULL else 8
-n_perturbations = 100 if FULL else 40
-n_heldout = 20 if FULL else 8
-n_cells_per_perturbation = 500 if FULL else 150
-n_genes = 100 if FULL else 80
-sim_seed = 0
-max_epochs = 400 if FULL else 60
+SIM, TRAIN = H.simulation(), H.training()   # the book's simulation and training (ch. 2-4, 6)
+n_latent = SIM["n_latent"]
+n_perturbations = SIM["n_perturbations"]
+n_heldout = SIM["n_heldout"]
+n_cells_per_perturbation = SIM["n_cells_per_perturbation"]
+n_genes = SIM["n_genes"]
+sim_seed = SIM["seed"]
+max_epochs = TRAIN["max_epochs"]           # None: what model.train() chooses
+batch_size = TRAIN.get("batch_size", 256)  # cells per minibatch
 models = ["iVAE", "SVAE", "SVAEPlus"]       # models with perturbation parameters to transfer
-seed = 0
+seed = 20                                   # chapter 3's first seed: its models are reused
 transfer_cells = [5, 10, 25, 50, 100, 250] if FULL else [5, 20, 75]   # cells per new perturbation
 n_samples = 100 if FULL else 30
 # 1b. Papalexi IFN-gamma pathway held out
@@ -91,12 +96,13 @@ globals().update(H.check_parameters(
     data_dir=data_dir if data_dir is not None else "",
     n_latent=n_latent, n_perturbations=n_perturbations, n_heldout=n_heldout,
     n_cells_per_perturbation=n_cells_per_perturbation, n_genes=n_genes, sim_seed=sim_seed,
-    max_epochs=max_epochs, models=models, seed=seed, transfer_cells=transfer_cells,
+    max_epochs=max_epochs, batch_size=batch_size, models=models, seed=seed,
+    transfer_cells=transfer_cells,
     n_samples=n_samples, real_models=real_models,
     real_n_latent=real_n_latent, real_max_epochs=real_max_epochs, real_max_cells=real_max_cells,
     real_max_control=real_max_control, real_transfer_cells=real_transfer_cells,
     small_n_latent=small_n_latent, small_max_epochs=small_max_epochs,
-    kinds={"sim_seed": "seed", "transfer_cells": "ints", "real_models": "models",
+    kinds={"sim_seed": "seed", "max_epochs": "epochs", "transfer_cells": "ints", "real_models": "models",
            "real_n_latent": "int", "real_transfer_cells": "ints", "real_max_cells": "int0",
            "real_max_control": "int0", "small_n_latent": "int"}))
 data_dir = data_dir or None
@@ -130,7 +136,8 @@ def split_cells(data, n_fit_max, rng):
 def first_n(data, n):
     """The first ``n`` cells of every perturbation of ``data``: the same cells for every
     model, and the cells for a smaller ``n`` are among those for a larger one (paired)."""
-    keep = [idx[:n] for idx in data.obs.groupby("perturbation", observed=True).indices.values()]
+    groups = data.obs.groupby("perturbation", observed=True).indices.values()
+    keep = [idx[:n] for idx in groups]
     return data[np.sort(np.concatenate(keep))].copy()
 
 
@@ -143,7 +150,8 @@ def as_control(data):
 def transfer_curve(model, name, pool, scored, cells):
     """Held-out log-likelihood (nats per cell) of ``scored`` under ``model`` before transfer
     (as controls) and after transfer from the first ``n`` cells of every perturbation of
-    ``pool``, for each ``n`` in ``cells``. Returns the rows and the last transferred model."""
+    ``pool``, for each ``n`` in ``cells``. Returns the rows and the last transferred
+    model."""
     before = model.get_marginal_ll(as_control(scored), n_samples=n_samples).mean()
     rows = [{"model": f"{name}, before transfer", "n_cells": 0, "log_likelihood": before}]
     for n in cells:
@@ -156,10 +164,17 @@ def transfer_curve(model, name, pool, scored, cells):
 
 
 def plot_curves(curve, xlabel, title):
-    """The after-transfer curves, with each model's before-transfer level dotted."""
-    ax = plotting.likelihood_curves(curve[curve.n_cells > 0], x="n_cells", y="log_likelihood")
+    """The after-transfer curves, with each model's before-transfer level dotted in the
+    model's colour; the legend names both."""
+    ax = plotting.likelihood_curves(curve[curve.n_cells > 0], x="n_cells",
+                                    y="log_likelihood")
     for i, r in enumerate(curve[curve.n_cells == 0].itertuples()):
-        ax.axhline(r.log_likelihood, ls=":", color=f"C{i}", lw=1)
+        ax.axhline(r.log_likelihood, ls=":", color=f"C{i}", lw=1.2)
+    handles, labels = ax.get_legend_handles_labels()
+    handles.append(plt.Line2D([], [], ls=":", color="0.3", lw=1.2))
+    labels.append("before transfer\n(dotted, model's colour)")
+    ax.legend(handles, labels, frameon=False, fontsize=8, loc="center left",
+              bbox_to_anchor=(1.0, 0.5))
     ax.set_xlabel(xlabel)
     ax.set_ylabel("held-out log-likelihood\n(nats per cell)")
     ax.set_title(title, fontsize=10)
@@ -173,12 +188,14 @@ def plot_curves(curve, xlabel, title):
 #
 # The held-out perturbations of chapter 4. For each of them, half the cells are a fitting
 # pool and the other half are scored. Each model (trained in chapter 3) is transferred
-# using the first $n$ cells of every pool, for several $n$; the VAE line is the
-# before-transfer baseline (the held-out cells scored under the control prior).
+# using the first $n$ cells of every pool, for several $n$. The baseline is each model
+# *before* transfer: the held-out cells scored as if they were controls (the dotted lines
+# in the figure).
 
 # %%
 sim = dict(n_latent=n_latent, n_perturbations=n_perturbations, n_heldout=n_heldout,
-           n_cells_per_perturbation=n_cells_per_perturbation, n_genes=n_genes, seed=sim_seed)
+           n_cells_per_perturbation=n_cells_per_perturbation, n_genes=n_genes,
+           seed=sim_seed)
 adata = sl.simulate(**sim)
 train = adata[adata.obs["split"] == "train"].copy()
 held = adata[adata.obs["split"] == "heldout"].copy()
@@ -189,13 +206,14 @@ pool, score_cells = held[fit_mask].copy(), held[~fit_mask].copy()
 
 curve = []
 for name in models:
-    model = H.fit(getattr(sl, name), train, sim, n_latent=n_latent, max_epochs=max_epochs, seed=seed)
+    model = H.fit(getattr(sl, name), train, sim, n_latent=n_latent,
+                  max_epochs=max_epochs, seed=seed, batch_size=batch_size)
     curve += transfer_curve(model, name, pool, score_cells, transfer_cells)[0]
 sim_curve = pd.DataFrame(curve)
 
-# %%
+# %% mystnb={"figure": {"caption": "Few-cell transfer on the simulation. Held-out log-likelihood (IWELBO, a lower bound; nats per cell, higher is better) of the scored half of the held-out perturbations' cells, against the number of cells per new perturbation used by `transfer()` (log scale). Solid lines with markers: each model after transfer; dotted line in the same colour: that model before transfer (the cells scored as controls). One seed and one simulated screen, so there are no error bars: a difference under about 1 nat per cell is within seed noise (the five-seed benchmark below is the evidence).", "name": "fig-ch6-sim-curve"}, "image": {"alt": "Line plot of held-out log-likelihood in nats per cell against cells per new perturbation, one line per model, with each model's before-transfer level as a dotted horizontal line"}}
 ax = plot_curves(sim_curve, "cells per new perturbation used for transfer",
-                 "simulation: dotted = before transfer")
+                 "simulation, held-out perturbations")
 
 # %% [markdown]
 # ### The same question over five seeds: the committed benchmark
@@ -205,9 +223,14 @@ ax = plot_curves(sim_curve, "cells per new perturbation used for transfer",
 # chosen on seeds 0-2): iVAE, sVAE and sVAE+ with default training on 64 training
 # perturbations, then each of 8 held-out perturbations learned by `transfer()` from its
 # first $n$ cells (the same cells for every model) and scored on 100 other cells of it. Its
-# committed results are read here (they are not recomputed by this build). The table gives
-# the mean paired difference of held-out log-likelihood over seeds with a 95% interval
-# (`sl.metrics.paired_difference`): "tie" means the interval contains 0.
+# committed results are read here (they are not recomputed by this build). The first table
+# gives the mean paired difference of held-out log-likelihood (nats per cell) over seeds
+# with a 95% interval (`sl.metrics.paired_difference`): "tie" means the interval contains
+# 0. The second gives the sparse models' transferred masks against the true targets, as
+# means over the seeds (target F1 and AUROC, higher is better; mask density, the fraction of
+# latents a mask switches on, beside the true density). `SVAEPlus/no-dense-transfer` is
+# sVAE+ transferred without its first phase of dense shifts (`transfer(dense_fraction=0)`:
+# the new masks start all on).
 
 # %%
 bench, bench_meta = H.benchmark_results("transfer_sim")
@@ -222,14 +245,16 @@ else:
         for a, b in [("SVAEPlus", "iVAE"), ("SVAE", "iVAE"), ("SVAEPlus", "SVAE")]:
             if a in wide and b in wide:
                 r = sl.metrics.paired_difference(wide[a], wide[b])
-                bench_verdicts.append({"cells": n, "comparison": f"{a} - {b}", "seeds": r["n"],
-                                       "difference": r["mean"], "95% low": r["low"],
-                                       "95% high": r["high"], "verdict": r["verdict"]})
+                bench_verdicts.append({"cells": n, "comparison": f"{a} - {b}",
+                                       "seeds": r["n"], "difference": r["mean"],
+                                       "95% low": r["low"], "95% high": r["high"],
+                                       "verdict": r["verdict"]})
     bench_verdicts = pd.DataFrame(bench_verdicts)
     display(bench_verdicts.style.format(precision=2).hide(axis="index"))
-    sparse_rows = bench[bench.model.isin(["SVAE", "SVAEPlus", "SVAEPlus/no-dense-transfer"])]
-    display(sparse_rows.groupby(["model", "n_cells"])[["f1", "auroc", "density", "true_density"]]
-            .mean().round(2))
+    sparse_rows = bench[bench.model.isin(["SVAE", "SVAEPlus",
+                                          "SVAEPlus/no-dense-transfer"])]
+    display(sparse_rows.groupby(["model", "n_cells"])
+            [["f1", "auroc", "density", "true_density"]].mean().round(2))
 
 # %% [markdown]
 # ## 1b. Few-cell transfer on a real screen: the IFN-$\gamma$ pathway
@@ -249,7 +274,8 @@ for a in (p_train, p_held):
     a.obs["perturbation"] = a.obs["perturbation"].astype(str).astype("category")
 fit_mask = split_cells(p_held, max(real_transfer_cells), rng)
 p_pool, p_score = p_held[fit_mask].copy(), p_held[~fit_mask].copy()
-print(f"training: {p_train.n_obs} cells, {p_train.obs['perturbation'].nunique() - 1} knockouts; "
+print(f"training: {p_train.n_obs} cells, "
+      f"{p_train.obs['perturbation'].nunique() - 1} knockouts; "
       f"held out: {p_held.n_obs} cells of {pathway}")
 
 real_curve, real_models_fitted = [], {}
@@ -263,24 +289,36 @@ for name in real_models:
     real_curve += rows
 real_curve = pd.DataFrame(real_curve)
 
-# %%
+# %% mystnb={"figure": {"caption": "Few-cell transfer on a real screen (Papalexi, the five IFN-$\\gamma$ pathway knockouts held out from training). Held-out log-likelihood (IWELBO, a lower bound; nats per cell, higher is better) of the scored half of the knockouts' cells, against the number of cells per knockout used by `transfer()` (log scale). Solid lines with markers: each model after transfer; dotted line in the same colour: that model before transfer (the cells scored as controls). One seed, so there are no error bars: a difference under about 1 nat per cell is within seed noise.", "name": "fig-ch6-papalexi-curve"}, "image": {"alt": "Line plot of held-out log-likelihood in nats per cell against cells per held-out IFN-gamma pathway knockout, one line per model, with each model's before-transfer level as a dotted horizontal line"}}
 ax = plot_curves(real_curve, "cells per held-out knockout used for transfer",
-                 "Papalexi, IFN-gamma pathway held out: dotted = before")
+                 "Papalexi, IFN-gamma pathway held out")
 
 # %% [markdown]
 # After transfer with the most cells, the sparse model's learned targets for the five
-# held-out pathway knockouts (learned with every network frozen):
+# held-out pathway knockouts (learned with every network frozen). There is no true target
+# matrix for real data: this shows how many latents each knockout switches on, and whether
+# the knockouts of one pathway share them.
 
-# %%
+# %% mystnb={"figure": {"caption": "Learned intervention targets of the five held-out IFN-$\\gamma$ pathway knockouts after transfer with the most cells (rows: knockouts; columns: the model's latent coordinates, numbered arbitrarily). Colour: the probability that the knockout shifts the latent, from 0 (light) to 1 (dark); see the colour bar. One seed.", "name": "fig-ch6-papalexi-targets"}, "image": {"alt": "Heatmap of target probabilities, five pathway knockouts by latent coordinates, with a colour bar from 0 to 1"}}
 sparse_real = [m for m in real_models if m in ("SVAE", "SVAEPlus")]
+real_targets_per_ko, real_shared_pairs = {}, None
 if sparse_real:
     t = real_models_fitted[sparse_real[-1]].get_intervention_targets().loc[pathway]
-    fig = plotting.target_heatmaps(learned=t, titles=[f"{sparse_real[-1]} after transfer"], max_rows=None)
+    fig = plotting.target_heatmaps(learned=t, max_rows=None, figsize=(6.5, 3.0),
+                                   titles=[f"{sparse_real[-1]} after transfer"])
+    fig.axes[0].tick_params(axis="y", labelsize=8)
+    fig.axes[0].set_xlabel("latent coordinate")
+    fig.axes[0].set_ylabel("knockout")
+    fig.tight_layout()
     T = (t > 0.5).to_numpy()
-    pair_overlap = [float((T[i] & T[j]).sum() > 0) for i in range(len(pathway)) for j in range(i + 1, len(pathway))]
-    print(f"latents targeted (P > 0.5) per held-out knockout: {dict(zip(pathway, T.sum(1).tolist()))} "
+    pair_overlap = [float((T[i] & T[j]).sum() > 0)
+                    for i in range(len(pathway)) for j in range(i + 1, len(pathway))]
+    real_targets_per_ko = dict(zip(pathway, T.sum(1).tolist()))
+    real_shared_pairs = (int(sum(pair_overlap)), len(pair_overlap), T.shape[1])
+    print(f"latents targeted (P > 0.5) per held-out knockout: {real_targets_per_ko} "
           f"of {T.shape[1]}")
-    print(f"pairs of pathway knockouts sharing at least one target: {int(sum(pair_overlap))} of {len(pair_overlap)}")
+    print(f"pairs of pathway knockouts sharing at least one target: "
+          f"{real_shared_pairs[0]} of {real_shared_pairs[1]}")
 
 # %% [markdown]
 # ## 2. Double perturbations from singles (Norman et al. 2019)
@@ -292,7 +330,10 @@ if sparse_real:
 # fold changes against control, on the 20 genes that change most in the observed pair, with
 # two baselines: the **additive** baseline (sum of the two observed single-gene log fold
 # changes) and the best **single** (the observed effect of whichever single gene correlates
-# better with the pair: an upper bound on "one gene dominates").
+# better with the pair: an upper bound on "one gene dominates"). Composition assumes that
+# the two perturbations act on their own targets and that their effects add in latent
+# space; pairs that interact (synergy, buffering) break that assumption for every model of
+# independent shifts.
 
 # %%
 norman = sl.datasets.norman2019(data_dir=data_dir)
@@ -301,53 +342,69 @@ singles_mask = ~labels.str.contains(r"\+").to_numpy()
 singles = norman[singles_mask].copy()
 singles.obs["perturbation"] = singles.obs["perturbation"].astype(str).astype("category")
 known = set(singles.obs["perturbation"].astype(str))
-doubles = sorted(p for p in set(labels[~singles_mask]) if all(g in known for g in p.split("+")))
+doubles = sorted(p for p in set(labels[~singles_mask])
+                 if all(g in known for g in p.split("+")))
 n_pairs = len(set(labels[~singles_mask]))
 print(f"{singles.n_obs} cells of control + {len(known) - 1} singles for training; "
       f"{len(doubles)} of the subset's {n_pairs} pairs have both singles measured, so only "
-      f"they can be predicted (every Norman number below is over these {len(doubles)}): {doubles}")
+      f"they can be predicted (every Norman number below is over these {len(doubles)}): "
+      f"{doubles}")
 
 # Observed and predicted effects on one scale: log of the mean expression normalised to 1e4
-# counts per cell, minus control (observed: pseudobulk of the cells; predicted: log_expression
-# of the model's expected counts). benchmarks/real_data.py scores the same way.
+# counts per cell, minus control (observed: pseudobulk of the cells; predicted:
+# log_expression of the model's expected counts). benchmarks/real_data.py scores the same
+# way.
 observed = sl.metrics.pseudobulk(norman, target_sum=1e4)
 obs_effect = observed - observed.loc["control"]
 
 
 def score(method, pair, pred_effect):
-    """Scores of a predicted effect against the pair's observed effect (top 20 genes and all)."""
+    """Scores of a predicted effect against the pair's observed effect (top 20 genes and
+    all genes)."""
     s = sl.metrics.effect_scores(pred_effect, obs_effect.loc[pair], n_top=20)
-    return {"method": method, "pair": pair, "pearson_top20": s["pearson_top"], "rmse_top20": s["rmse_top"],
-            "pearson_all": s["pearson_all"], "mse": s["mse_all"]}
+    return {"method": method, "pair": pair, "pearson_top20": s["pearson_top"],
+            "rmse_top20": s["rmse_top"], "pearson_all": s["pearson_all"],
+            "mse": s["mse_all"]}
 
 
 norman_rows = []
 for name in ["iVAE", "SVAEPlus"]:
-    model = H.fit(getattr(sl, name), singles, {"dataset": "norman2019", "singles": True, "seed": seed},
+    model = H.fit(getattr(sl, name), singles,
+                  {"dataset": "norman2019", "singles": True, "seed": seed},
                   n_latent=small_n_latent, max_epochs=small_max_epochs, seed=seed)
-    pred = sl.metrics.log_expression(model.predict(["control"] + doubles, n_cells=1000), target_sum=1e4)
-    norman_rows += [score(name, pair, pred.loc[pair] - pred.loc["control"]) for pair in doubles]
+    pred = sl.metrics.log_expression(model.predict(["control"] + doubles, n_cells=1000),
+                                     target_sum=1e4)
+    norman_rows += [score(name, pair, pred.loc[pair] - pred.loc["control"])
+                    for pair in doubles]
 for pair in doubles:
     a, b = pair.split("+")
-    norman_rows.append(score("additive (observed singles)", pair, obs_effect.loc[a] + obs_effect.loc[b]))
-    norman_rows.append(max((score("best single (observed)", pair, obs_effect.loc[g]) for g in (a, b)),
+    norman_rows.append(score("additive (observed singles)", pair,
+                             obs_effect.loc[a] + obs_effect.loc[b]))
+    norman_rows.append(max((score("best single (observed)", pair, obs_effect.loc[g])
+                            for g in (a, b)),
                            key=lambda r: np.nan_to_num(r["pearson_top20"], nan=-np.inf)))
     norman_rows.append(score("control (no change)", pair, 0.0 * obs_effect.loc[pair]))
 norman_scores = pd.DataFrame(norman_rows)
 methods = list(dict.fromkeys(norman_scores["method"]))
-
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-plotting.score_strip(norman_scores, y="pearson_top20", x="method", order=[m for m in methods if "control" not in m],
-                     ax=axes[0], ylim=(-1, 1), reference=0.0)
-axes[0].set_ylabel("Pearson r, top 20 genes")
-plotting.score_strip(norman_scores, y="mse", x="method", order=methods, ax=axes[1], ylim=None)
-axes[1].set_ylabel("mean squared error,\nall genes (log scale units)")
-for ax in axes:
-    ax.tick_params(axis="x", rotation=30, labelsize=8)
-fig.tight_layout()
 norman_summary = norman_scores.groupby("method", sort=False)[
     ["pearson_top20", "rmse_top20", "pearson_all", "mse"]].mean()
 norman_summary.round(3)
+
+# %% mystnb={"figure": {"caption": "Predicted double perturbations (Norman, CRISPRa pairs whose two singles were both measured): Pearson correlation between predicted and observed log fold changes against control, on the 20 genes that change most in the observed pair (higher is better; 0, dashed, is no correlation). Each dot is one pair; boxes show the spread over pairs. iVAE and SVAEPlus compose their learned single mechanisms; the two baselines use the observed singles. The no-change baseline has no correlation and is left out. One seed, and only the pairs with both singles measured.", "name": "fig-ch6-norman-pearson"}, "image": {"alt": "Box and dot plot of Pearson correlation on the top 20 genes for each prediction method, one dot per gene pair"}}
+order = [m for m in methods if "control" not in m]
+ax = plotting.score_strip(norman_scores, y="pearson_top20", x="method", order=order,
+                          ylim=(-1, 1), reference=0.0)
+ax.set_ylabel("Pearson r, predicted vs observed\nlog fold change, top 20 genes")
+ax.set_xlabel("prediction method")
+plt.setp(ax.get_xticklabels(), rotation=30, ha="right", fontsize=8)
+ax.figure.tight_layout()
+
+# %% mystnb={"figure": {"caption": "Predicted double perturbations (Norman, the same pairs): mean squared error between predicted and observed log fold changes against control over all genes (log of normalised expression, squared; lower is better). Each dot is one pair; boxes show the spread over pairs. \"control (no change)\" predicts no effect at all: a method above it does worse than predicting nothing. One seed.", "name": "fig-ch6-norman-mse"}, "image": {"alt": "Box and dot plot of mean squared error over all genes for each prediction method including the no-change baseline, one dot per gene pair"}}
+ax = plotting.score_strip(norman_scores, y="mse", x="method", order=methods, ylim=None)
+ax.set_ylabel("mean squared error, all genes\n(log expression units squared)")
+ax.set_xlabel("prediction method")
+plt.setp(ax.get_xticklabels(), rotation=30, ha="right", fontsize=8)
+ax.figure.tight_layout()
 
 # %% [markdown]
 # ## 3. A new cell line (McFaline-Figueroa et al. 2023)
@@ -360,14 +417,16 @@ norman_summary.round(3)
 # minus that line's control shift. We train on everything except U87MG, transfer to
 # U87MG's controls and knockdowns (half their cells) and score the other half; and we ask
 # whether a knockdown's own effect learned in U87MG points the same way as the same gene's
-# effect in the training lines, more than other genes' effects do.
+# effect in the training lines, more than other genes' effects do. If the same kinase
+# knockdown moves the same latents in every line, it should.
 
 # %%
 mcf = sl.datasets.mcfaline2023(data_dir=data_dir)
 gene = mcf.obs["perturbation"].astype(str)
 line = mcf.obs["cell_type"].astype(str)
 reference_line, new_line = "A172", "U87MG"
-mcf.obs["perturbation"] = np.where((gene == "control") & (line == reference_line), "control", gene + "@" + line)
+mcf.obs["perturbation"] = np.where((gene == "control") & (line == reference_line),
+                                   "control", gene + "@" + line)
 is_new = (line == new_line).to_numpy()
 m_train, m_new = mcf[~is_new].copy(), mcf[is_new].copy()
 for a in (m_train, m_new):
@@ -375,8 +434,9 @@ for a in (m_train, m_new):
 rng = np.random.default_rng(seed)
 fit_mask = split_cells(m_new, 10**6, rng)
 m_fit, m_score = m_new[fit_mask].copy(), m_new[~fit_mask].copy()
-print(f"training: {m_train.n_obs} cells ({m_train.obs['perturbation'].nunique() - 1} perturbations: "
-      f"knockdowns in {reference_line} and T98G, and T98G's controls); new line {new_line}: "
+print(f"training: {m_train.n_obs} cells "
+      f"({m_train.obs['perturbation'].nunique() - 1} perturbations: knockdowns in "
+      f"{reference_line} and T98G, and T98G's controls); new line {new_line}: "
       f"{m_fit.n_obs} cells to fit, {m_score.n_obs} to score")
 
 
@@ -392,97 +452,340 @@ def own_effects(S):
     return pd.DataFrame(out).T
 
 
-mcf_rows, mcf_similarity = [], {}
+def cosine(u, v):
+    return float(u @ v / (np.linalg.norm(u) * np.linalg.norm(v) + 1e-12))
+
+
+mcf_rows, mcf_similarity, mcf_per_knockdown, mcf_disjoint, mcf_masks = [], {}, {}, {}, {}
 for name in ["iVAE", "SVAEPlus"]:
     model = H.fit(getattr(sl, name), m_train,
-                  {"dataset": "mcfaline2023", "reference": reference_line, "new_line": new_line, "seed": seed},
+                  {"dataset": "mcfaline2023", "reference": reference_line,
+                   "new_line": new_line, "seed": seed},
                   n_latent=small_n_latent, max_epochs=small_max_epochs, seed=seed)
     before = model.get_marginal_ll(as_control(m_score), n_samples=n_samples).mean()
     new = model.transfer(m_fit, enable_progress_bar=False)
     after = new.get_marginal_ll(m_score, n_samples=n_samples).mean()
     mcf_rows.append({"model": name, "before transfer": before, "after transfer": after})
     E = own_effects(new.get_shifts())
-    sims_same, sims_other = [], []
-    for row in [r for r in E.index if r.endswith("@" + new_line)]:
+    new_rows = [r for r in E.index if r.endswith("@" + new_line)]
+    old_rows = [r for r in E.index if not r.endswith("@" + new_line)]
+    # Sparse effects that share no latent have a cosine of exactly 0: count such pairs,
+    # and how many different sets of latents (supports) the knockdowns' effects use.
+    on = {r: tuple(E.loc[r].to_numpy() != 0) for r in E.index}
+    shared = [any(x and y for x, y in zip(on[a], on[b]))
+              for a in new_rows for b in old_rows]
+    mcf_disjoint[name] = (shared.count(False), len(shared))
+    mcf_masks[name] = {"training": len({on[r] for r in old_rows}),
+                       "n_training": len(old_rows),
+                       "new": len({on[r] for r in new_rows}), "n_new": len(new_rows)}
+    sims_same, sims_other, per_kd = [], [], {}
+    for row in new_rows:
         g = row.split("@")[0]
-        u = E.loc[row].to_numpy()
-        for other in [r for r in E.index if not r.endswith("@" + new_line)]:
-            v = E.loc[other].to_numpy()
-            c = float(u @ v / (np.linalg.norm(u) * np.linalg.norm(v) + 1e-12))
-            (sims_same if other.split("@")[0] == g else sims_other).append(c)
+        same, other = [], []
+        for trained in old_rows:
+            c = cosine(E.loc[row].to_numpy(), E.loc[trained].to_numpy())
+            (same if trained.split("@")[0] == g else other).append(c)
+        sims_same += same
+        sims_other += other
+        if same and other:
+            per_kd[g] = (float(np.mean(same)), float(np.mean(other)))
     mcf_similarity[name] = (float(np.mean(sims_same)), float(np.mean(sims_other)))
+    mcf_per_knockdown[name] = per_kd
 mcf_ll = pd.DataFrame(mcf_rows).set_index("model")
 mcf_ll["gain"] = mcf_ll["after transfer"] - mcf_ll["before transfer"]
 mcf_ll.round(2)
 
-# %%
+# %% mystnb={"figure": {"caption": "Do knockdown effects carry over to a new cell line? For each model, the mean cosine similarity (from -1 to 1; higher means the effects point the same way in latent space) between each kinase knockdown's own effect learned by transfer in U87MG and the effects learned in the training lines: blue, the same gene's effect in another line; grey, other genes' effects. Bars are means over all such pairs of effects from one seed; there are no error bars and no interval. A model whose U87MG knockdown effects share no latent with any training-line effect has cosine similarities of exactly 0; its bars are 0 and marked so.", "name": "fig-ch6-mcfaline-similarity"}, "image": {"alt": "Grouped bar chart of mean cosine similarity per model, same gene in another line beside different genes"}}
 sim_df = pd.DataFrame(mcf_similarity, index=["same gene, other line", "different gene"]).T
 ax = sim_df.plot.bar(figsize=(5, 3.2), rot=0, color=["C0", "0.7"])
 ax.set_ylabel(f"cosine similarity of {new_line}\nknockdown effects to training ones")
+ax.set_xlabel("model")
 ax.axhline(0, color="black", lw=0.6)
+for i, m in enumerate(sim_df.index):
+    if mcf_disjoint[m][1] and mcf_disjoint[m][0] == mcf_disjoint[m][1]:
+        ax.text(i, 0, "no latent shared:\ncosine exactly 0", ha="center",
+                va="bottom" if ax.get_ylim()[1] > 0 else "top", fontsize=8)
 ax.legend(frameon=False, fontsize=8)
 sns.despine()
 
 # %% [markdown]
 # ## What we saw
+#
+# The text below is assembled from the numbers this build printed above, so it says what
+# this run found. Two rules keep it honest. This build fits each model once (one seed),
+# and a single-seed difference under about 1 nat per cell is not distinguishable from seed
+# noise at this scale. Only the committed five-seed benchmark, with its paired 95%
+# intervals, can conclude; it calls a tie when the interval contains 0.
 
-# %%
+# %% tags=["hide-input"]
+from IPython.display import Markdown
+
+NOISE = 1.0   # nats per cell: single-seed differences below this are seed noise here
+NAMES = {"SVAEPlus": "sVAE+", "SVAE": "sVAE", "iVAE": "iVAE",
+         "SVAEPlus/no-dense-transfer": "sVAE+ without dense transfer"}
+
+
+def nm(m):
+    return NAMES.get(m, m)
+
+
 def at(curve, name, n):
-    return float(curve[(curve.model == name) & (curve.n_cells == n)]["log_likelihood"].iloc[0])
+    rows = curve[(curve.model == name) & (curve.n_cells == n)]
+    return float(rows["log_likelihood"].iloc[0])
 
 
+def one_seed(a, b, diff, where):
+    """A sentence on a single-seed difference ``a - b`` (nats per cell)."""
+    if abs(diff) < NOISE:
+        return (f"{nm(a)} vs {nm(b)} {where}: {diff:+.2f} nats/cell, not distinguishable "
+                f"from seed noise at this scale")
+    if diff > 0:
+        return f"{nm(a)} beat {nm(b)} {where} by {diff:.2f} nats/cell (in this one seed)"
+    return f"{nm(a)} did NOT beat {nm(b)} {where}: {diff:+.2f} nats/cell (worse)"
+
+
+def listing(items):
+    items = list(items)
+    return ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else items[0]
+
+
+def gain_sentence(gain, where):
+    """What transfer did to each model, against scoring the new cells as controls."""
+    helped = [nm(m) for m, g in gain.items() if g >= NOISE]
+    hurt = [nm(m) for m, g in gain.items() if g <= -NOISE]
+    flat = [nm(m) for m, g in gain.items() if -NOISE < g < NOISE]
+    values = "; ".join(f"{nm(m)} {g:+.2f}" for m, g in gain.items())
+    parts = ([f"helped {listing(helped)}"] if helped else []) + (
+        [f"made {listing(hurt)} WORSE"] if hurt else []) + (
+        [f"did NOT measurably help {listing(flat)}: "
+         + ("a gain" if len(flat) == 1 else "gains") + f" under {NOISE:g} nat/cell"]
+        if flat else [])
+    return (f"Against scoring the new cells as controls ({values} nats/cell), transfer "
+            f"{where} " + "; it ".join(parts) + ".")
+
+
+def curve_bullets(curve, names, n_few, n_many, unit):
+    """Gain from transfer and sparse-vs-iVAE comparisons of one transfer curve."""
+    out = []
+    for n in dict.fromkeys([n_few, n_many]):
+        gain = {m: at(curve, m, n) - at(curve, f"{m}, before transfer", 0) for m in names}
+        out.append(gain_sentence(gain, f"with {n} {unit}"))
+    if "iVAE" in names:
+        for m in [m for m in names if m != "iVAE"]:
+            for n in dict.fromkeys([n_few, n_many]):
+                diff = at(curve, m, n) - at(curve, "iVAE", n)
+                out.append(one_seed(m, "iVAE", diff, f"with {n} {unit}") + ".")
+    return out
+
+
+md = []
 n_small, n_large = min(transfer_cells), max(transfer_cells)
-print(f"simulation, held-out log-likelihood (nats/cell) with {n_small} / {n_large} cells per new perturbation:")
-for name in models:
-    print(f"  {name:9s} {at(sim_curve, name, n_small):8.2f} / {at(sim_curve, name, n_large):8.2f}"
-          f"   (before transfer {at(sim_curve, name + ', before transfer', 0):8.2f})")
+training = f"{max_epochs} epochs" if max_epochs else "default training"
+md.append(f"**Few cells, simulation** (this build: one seed, {training}, "
+          f"{held.obs['perturbation'].nunique()} held-out perturbations, "
+          f"{len(transfer_cells)} cell counts).")
+md += ["- " + s for s in curve_bullets(sim_curve, models, n_small, n_large,
+                                       "cells per perturbation")]
 best_small = max(models, key=lambda m: at(sim_curve, m, n_small))
-print(f"  best with {n_small} cells: {best_small}")
+lead = at(sim_curve, best_small, n_small) - max(
+    [at(sim_curve, m, n_small) for m in models if m != best_small], default=np.nan)
+if np.isfinite(lead) and lead >= NOISE:
+    md.append(f"- With {n_small} cells, {nm(best_small)} was ahead of every other model "
+              f"by at least {lead:.2f} nats/cell in this seed.")
+elif np.isfinite(lead):
+    md.append(f"- With {n_small} cells no model was ahead of the others by more than seed "
+              f"noise ({nm(best_small)} highest, by {lead:.2f} nats/cell).")
+
+md.append("")
+if bench is None:
+    md.append("**The five-seed benchmark** is not in this checkout "
+              "(benchmarks/results/transfer_sim.csv), so nothing here can conclude whether "
+              "sparse models need fewer cells.")
+else:
+    n_seeds = int(bench_verdicts["seeds"].max())
+    cells_b = sorted(bench_verdicts["cells"].unique())
+    md.append(f"**The five-seed benchmark** ({n_seeds} seeds; paired difference of "
+              f"held-out log-likelihood in nats/cell, 95% interval):")
+    for n, rows_n in bench_verdicts.groupby("cells"):
+        said = []
+        for _, r in rows_n.iterrows():
+            a, b = r["comparison"].split(" - ")
+            if r["verdict"] == "a > b":
+                verdict = f"{nm(a)} beat {nm(b)}"
+            elif r["verdict"] == "a < b":
+                verdict = f"{nm(a)} did NOT beat {nm(b)}: it was worse"
+            else:
+                verdict = "a tie"
+            said.append(f"{nm(a)} - {nm(b)} {r['difference']:+.2f} "
+                        f"[{r['95% low']:+.2f}, {r['95% high']:+.2f}], {verdict}")
+        md.append(f"- {n} cells: " + "; ".join(said) + ".")
+    vs_dense = bench_verdicts[bench_verdicts["comparison"].str.endswith(" - iVAE")]
+    wins = vs_dense[vs_dense["verdict"] == "a > b"]
+    losses = vs_dense[vs_dense["verdict"] == "a < b"]
+    few = vs_dense[vs_dense["cells"] == min(cells_b)]
+    if wins.empty and losses.empty:
+        answer = (f"**Do sparse models need fewer cells? The benchmark does not show it.** "
+                  f"Every sparse-minus-iVAE interval contains 0, at each of "
+                  f"{', '.join(map(str, cells_b))} cells: ties, neither a win nor a loss. "
+                  f"With {n_seeds} seeds the intervals reach about "
+                  f"{(vs_dense['95% high'] - vs_dense['95% low']).mean() / 2:.1f} "
+                  f"nats/cell either side of the mean, so smaller differences cannot be "
+                  f"told apart.")
+    elif wins.empty:
+        answer = ("**Do sparse models need fewer cells? No, not here:** no sparse model "
+                  "beat iVAE at any cell count, and "
+                  + "; ".join(f"{nm(r['comparison'].split(' - ')[0])} was worse with "
+                              f"{r['cells']} cells ({r['difference']:+.2f} nats/cell)"
+                              for _, r in losses.iterrows()) + ".")
+    else:
+        won_few = few[few["verdict"] == "a > b"]
+        answer = ("**Do sparse models need fewer cells?** The benchmark shows a win for "
+                  + "; ".join(f"{nm(r['comparison'].split(' - ')[0])} with {r['cells']} "
+                              f"cells ({r['difference']:+.2f} nats/cell)"
+                              for _, r in wins.iterrows())
+                  + (f", including the fewest cells ({min(cells_b)})." if len(won_few)
+                     else f", but NOT with the fewest cells ({min(cells_b)})."))
+        if not losses.empty:
+            answer += (" It also shows losses: " + "; ".join(
+                f"{nm(r['comparison'].split(' - ')[0])} with {r['cells']} cells "
+                f"({r['difference']:+.2f})" for _, r in losses.iterrows()) + ".")
+    # a one-seed difference of this build beyond noise that the benchmark calls a tie
+    loud = [(m, n, at(sim_curve, m, n) - at(sim_curve, "iVAE", n))
+            for m in models if m != "iVAE" and "iVAE" in models for n in transfer_cells]
+    loud = [x for x in loud if abs(x[2]) >= NOISE]
+    if loud and not len(wins) and not len(losses):
+        answer += (" This build's own one-seed differences beyond 1 nat/cell ("
+                   + "; ".join(f"{nm(m)} - iVAE {d:+.2f} with {n} cells"
+                               for m, n, d in loud)
+                   + ") are single draws; the benchmark's five seeds do not confirm "
+                   "them.")
+    md += ["", answer]
+    tg = sparse_rows.groupby(["model", "n_cells"])[["f1", "density", "true_density"]].mean()
+    lo_b, hi_b = min(cells_b), max(cells_b)
+    masks = []
+    for m in tg.index.get_level_values("model").unique():
+        a, z = tg.loc[(m, lo_b)], tg.loc[(m, hi_b)]
+        masks.append(f"{nm(m)} F1 {a.f1:.2f} with {lo_b} cells and {z.f1:.2f} with "
+                     f"{hi_b}, mask density {a.density:.2f} / {z.density:.2f} "
+                     f"(true {z.true_density:.2f})")
+    md += ["", "Transferred masks against the true targets (means over seeds, no "
+           "interval): " + "; ".join(masks) + "."]
+
+md.append("")
 r_small, r_large = min(real_transfer_cells), max(real_transfer_cells)
-print(f"Papalexi IFN-gamma pathway, with {r_small} / {r_large} cells per knockout:")
-for name in real_models:
-    print(f"  {name:9s} {at(real_curve, name, r_small):8.2f} / {at(real_curve, name, r_large):8.2f}"
-          f"   (before transfer {at(real_curve, name + ', before transfer', 0):8.2f})")
-print("Norman pairs, mean over pairs:")
-for m, r in norman_summary.iterrows():
-    pear = "   -" if np.isnan(r.pearson_top20) else f"{r.pearson_top20:+.2f}"
-    print(f"  {m:28s} Pearson (top 20 genes) {pear}   MSE {r.mse:.4f}")
-print(f"McFaline-Figueroa, new line {new_line}:")
-for m, r in mcf_ll.iterrows():
-    same, other = mcf_similarity[m]
-    print(f"  {m:9s} log-lik. {r['before transfer']:8.2f} -> {r['after transfer']:8.2f} (gain {r.gain:+.2f}); "
-          f"knockdown-effect similarity same gene {same:+.3f} vs other genes {other:+.3f}")
+md.append(f"**Few cells, real screen** (Papalexi, IFN-gamma pathway held out; one seed, "
+          f"{real_max_epochs} epochs).")
+md += ["- " + s for s in curve_bullets(real_curve, real_models, r_small, r_large,
+                                       "cells per knockout")]
+if real_shared_pairs is not None:
+    k, n_pp, d = real_shared_pairs
+    if not any(real_targets_per_ko.values()):
+        md.append(f"- The transferred {nm(sparse_real[-1])} masks switch on NO latent "
+                  f"(P > 0.5) for any of the {len(real_targets_per_ko)} knockouts: in this "
+                  f"run, transfer learned no mechanism for the pathway.")
+    else:
+        md.append(f"- The transferred {nm(sparse_real[-1])} masks switch on "
+                  + ", ".join(f"{g} {c}" for g, c in real_targets_per_ko.items())
+                  + f" of {d} latents; {k} of the {n_pp} pairs of pathway knockouts share "
+                  f"at least one latent (one seed; there are no true targets to score).")
+
+md.append("")
+n_pred = len(doubles)
+pear = norman_scores.pivot(index="pair", columns="method", values="pearson_top20")
+mse = norman_scores.pivot(index="pair", columns="method", values="mse")
+md.append(f"**Double perturbations** (Norman; one seed). Only {n_pred} of the subset's "
+          f"{n_pairs} doubles have both singles measured, so every number here is over "
+          f"those {n_pred} pairs. Mean Pearson r on the top 20 genes: "
+          + "; ".join(f"{nm(m)} {v:+.2f}"
+                      for m, v in norman_summary["pearson_top20"].items()
+                      if np.isfinite(v)) + ".")
+baselines = ["additive (observed singles)", "best single (observed)"]
+for m in ["iVAE", "SVAEPlus"]:
+    for base in baselines:
+        d = pear[[m, base]].dropna()
+        k = int((d[m] > d[base]).sum())
+        text = (f"- {nm(m)} vs {base}: Pearson r {d[m].mean():+.2f} vs "
+                f"{d[base].mean():+.2f}, higher on {k} of {len(d)} pairs")
+        if len(d) >= 2:
+            r = sl.metrics.paired_difference(d[m], d[base])
+            verdict = {"a > b": f"{nm(m)} beat the {base.split(' (')[0]} baseline",
+                       "a < b": f"{nm(m)} did NOT beat the {base.split(' (')[0]} "
+                                f"baseline: it was worse",
+                       "tie": "not distinguishable over these pairs"}[r["verdict"]]
+            text += (f"; paired difference {r['mean']:+.2f}, 95% interval over pairs "
+                     f"(not seeds) [{r['low']:+.2f}, {r['high']:+.2f}]: {verdict}")
+        md.append(text + ".")
+    below = int((mse[m] < mse["control (no change)"]).sum())
+    ahead = mse[m].mean() < mse["control (no change)"].mean()
+    md.append(f"- {nm(m)}'s mean squared error over all genes was below that of predicting "
+              f"no change for {below} of {len(mse)} pairs; on average it "
+              + ("beat" if ahead else "did NOT beat") + " predicting no change "
+              f"({mse[m].mean():.4f} vs {mse['control (no change)'].mean():.4f}).")
+
+md.append("")
+md.append(f"**A new cell line** (McFaline-Figueroa, transfer to {new_line}; one seed).")
+md.append("- " + gain_sentence(mcf_ll["gain"].to_dict(), f"to {new_line}") + " "
+          + "; ".join(f"{nm(m)} {r['before transfer']:.2f} -> {r['after transfer']:.2f}"
+                      for m, r in mcf_ll.iterrows()) + " nats/cell.")
+for m, (same, other) in mcf_similarity.items():
+    per = mcf_per_knockdown[m]
+    k = sum(s > o for s, o in per.values())
+    apart, n_sims = mcf_disjoint[m]
+    masks = mcf_masks[m]
+    same_set = [f"the {masks['n_' + k]} knockdown effects {w}" for k, w in
+                (("training", "in the training lines"), ("new", f"in {new_line}"))
+                if masks["n_" + k] > 1 and masks[k] == 1]
+    if m != "iVAE" and same_set:
+        md.append(f"- {nm(m)}: within " + (" and within ".join(same_set))
+                  + ", every knockdown switches on the same latents as the others, so its "
+                  "masks do NOT tell these genes apart.")
+    if n_sims and apart == n_sims:
+        md.append(f"- {nm(m)}: its knockdown effects learned in {new_line} share NO latent "
+                  f"with any knockdown effect of the training lines, so every cosine "
+                  f"similarity is exactly 0: in this run the knockdowns' mechanisms did "
+                  f"NOT carry over to the new line.")
+        continue
+    if apart:
+        md.append(f"- {nm(m)}: {apart} of {n_sims} pairs of effects share no latent "
+                  f"(cosine exactly 0, included in the means below).")
+    if same > other:
+        head = (f"{nm(m)}: a knockdown's effect learned in {new_line} was on average more "
+                f"similar to the same gene's effects in the training lines than to other "
+                f"genes' ({same:+.3f} vs {other:+.3f} cosine)")
+    else:
+        head = (f"{nm(m)}: a knockdown's effect learned in {new_line} was NOT more similar "
+                f"to the same gene's effects in the training lines than to other genes' "
+                f"({same:+.3f} vs {other:+.3f} cosine)")
+    md.append(f"- {head}; the same gene was closer for {k} of {len(per)} knockdowns. One "
+              f"seed and no interval: a hint, not evidence.")
+
+display(Markdown("\n".join(md)))
 H.save_results("06_transfer", {
     "simulation_curve": sim_curve.to_dict(orient="records"),
     "papalexi_curve": real_curve.to_dict(orient="records"),
     "best_model_fewest_cells_simulation": best_small,
     "norman": norman_summary.to_dict(orient="index"),
+    "norman_n_pairs": {"predicted": n_pred, "in_subset": n_pairs},
     "mcfaline_loglik": mcf_ll.to_dict(orient="index"),
-    "mcfaline_similarity": {k: {"same_gene": v[0], "other_gene": v[1]} for k, v in mcf_similarity.items()},
+    "mcfaline_similarity": {k: {"same_gene": v[0], "other_gene": v[1]}
+                            for k, v in mcf_similarity.items()},
     "transfer_cells": transfer_cells, "real_transfer_cells": real_transfer_cells,
     "benchmark_verdicts": [] if bench is None else bench_verdicts.to_dict(orient="records"),
     "benchmark_targets": [] if bench is None else (
         sparse_rows.groupby(["model", "n_cells"])[["f1", "density", "true_density"]].mean()
         .reset_index().to_dict(orient="records")),
     "benchmark_meta": bench_meta or {},
+    "what_we_saw": "\n".join(md),
 })
 print(f"chapter ran in {H.elapsed()}")
 
 # %% [markdown]
-# - **Few cells.** Transfer always helps over "treat the new cells as controls". The claim
-#   to test is that sparse models need *fewer* cells: with few cells, a dense shift (iVAE)
-#   has $d$ free means per perturbation to fit to noise, a sparse one only those its mask
-#   switches on. The curves show whether that advantage appears at this scale, on
-#   simulated and on real data; it depends on the trained latents being aligned with the
-#   true factors (chapter 3).
-# - **Pairs.** Composing two learned mechanisms is a strong structural assumption (the
-#   two perturbations act on their own targets, and the effects add in latent space, not
-#   in expression space). The comparison with the additive and best-single baselines shows
-#   where it helps; with CRISPRa pairs that interact (synergy, buffering) no model of
-#   independent shifts can be right, and the additive baseline is hard to beat.
-# - **New cell line.** If the same kinase knockdown moves the same latents in every line,
-#   its transferred shift in the new line should resemble its shifts in the training
-#   lines more than other genes' shifts do; the bar chart says whether it does.
+# Why the comparisons are set up this way: a sparse model can only need fewer
+# cells if its trained latents are aligned with the true factors (chapter 3), so that a
+# new perturbation's mask switches on few of them; with few cells a dense shift (iVAE) has
+# one free mean per latent to fit to noise. Composition of pairs assumes effects that add
+# in latent space, which interacting pairs violate. The exercises below probe both.
+#
 #
 # ## Exercises
 #
