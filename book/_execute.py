@@ -29,6 +29,7 @@ written to ``_build/results/run_times.json``.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -67,13 +68,14 @@ def read(path: Path):
     return jupytext.reads(path.read_text(encoding="utf8"), fmt="py:percent")
 
 
-def execute(path: Path, timeout: int, results_dir: Path | None = None) -> tuple[object, float]:
+def execute(path: Path, timeout: int, results_dir: Path | None = None) -> tuple[object, float, object]:
     """Run one page in a fresh kernel and a fresh temporary working directory.
 
-    Returns the executed notebook and its wall-clock seconds; raises
-    ``nbclient.exceptions.CellExecutionError`` (naming the page) when a cell fails.
+    Returns the executed notebook, its wall-clock seconds and the page as it was read (before
+    execution); raises ``nbclient.exceptions.CellExecutionError`` when a cell fails.
     """
-    nb = read(path)
+    source = read(path)
+    nb = copy.deepcopy(source)
     env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "SVAE_LITE_BOOK": str(BOOK)}
     if results_dir is not None:
         env["SVAE_LITE_RESULTS"] = str(results_dir)
@@ -83,18 +85,19 @@ def execute(path: Path, timeout: int, results_dir: Path | None = None) -> tuple[
                                          resources={"metadata": {"path": cwd}})
         t0 = time.time()
         client.execute(env={**os.environ, **env})  # the kernel's whole environment
-        return nb, time.time() - t0
+        return nb, time.time() - t0, source
 
 
-def store(path: Path, nb, seconds: float) -> None:
+def store(path: Path, source, nb, seconds: float) -> None:
     """Put an executed page into the jupyter-cache the book build reads.
 
     The cache finds a page by a hash of its code cells *with their metadata*, so the outputs
-    are copied into the page as read from disk (nothing the kernel added to a cell's
-    metadata may change the hash); a page the build then fails to find would be executed a
-    second time, which :func:`check_cached` rules out.
+    are copied into the page as it was read before execution (``source``: nothing the kernel
+    added to a cell's metadata may change the hash); a page the build then fails to find
+    (e.g. edited while it ran) would be executed a second time, which :func:`check_cached`
+    rules out.
     """
-    page = read(path)
+    page = copy.deepcopy(source)
     for mine, done in zip(page.cells, nb.cells):
         if mine.cell_type == "code":
             mine.outputs, mine.execution_count = done.outputs, done.execution_count
@@ -112,8 +115,8 @@ def check_cached(path: Path) -> None:
         get_cache(str(JUPYTER_CACHE)).match_cache_notebook(read(path))
     except KeyError:
         raise RuntimeError(f"{path.name} was executed but the book build would not find its "
-                           "outputs in the jupyter-cache (the hash of its code cells "
-                           "differs)") from None
+                           "outputs in the jupyter-cache (its code cells differ from those "
+                           "executed: was it edited while it ran?)") from None
 
 
 def run(names: list[str], jobs: int, timeout: int) -> dict[str, float]:
@@ -128,12 +131,18 @@ def run(names: list[str], jobs: int, timeout: int) -> dict[str, float]:
 
     def one(path: Path, results_dir: Path | None = None, label: str | None = None):
         label = label or path.stem
-        nb, seconds = execute(path, timeout, results_dir)
-        if results_dir is None:
-            store(path, nb, seconds)
+        try:
+            nb, seconds, source = execute(path, timeout, results_dir)
+            if results_dir is None:
+                store(path, source, nb, seconds)
+        except Exception as err:  # report every failing page, not only the first
+            print(f"  {label:34s} FAILED: {type(err).__name__}: {err}", flush=True)
+            failed.append(label)
+            return label, float("nan")
         print(f"  {label:34s} {seconds:7.1f} s", flush=True)
         return label, seconds
 
+    failed: list[str] = []
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = [pool.submit(one, p) for p in first]
         last = [p for p in todo if p.stem == LAST]
@@ -143,9 +152,11 @@ def run(names: list[str], jobs: int, timeout: int) -> dict[str, float]:
         for f in as_completed(futures):
             label, seconds = f.result()
             times[label] = seconds
-        for p in last:  # with every chapter's results, for the book
-            label, seconds = one(p)
-            times[label] = seconds
+    for p in last:  # with every chapter's results, for the book
+        label, seconds = one(p)
+        times[label] = seconds
+    if failed:
+        raise SystemExit(f"{len(failed)} page(s) failed: {', '.join(failed)}")
     return times
 
 

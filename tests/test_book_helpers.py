@@ -206,10 +206,10 @@ def test_executed_page_is_found_by_the_book_build(tmp_path, monkeypatch):
     page.write_text('# %% [markdown]\n# A page\n\n# %% tags=["parameters"]\nx = 2\n\n'
                     '# %%\nimport os\nprint(x * 21, os.getcwd())\n')
     monkeypatch.setattr(E, "JUPYTER_CACHE", tmp_path / "cache")
-    nb, seconds = E.execute(page, timeout=60)
+    nb, seconds, source = E.execute(page, timeout=60)
     out = nb.cells[2].outputs[0]["text"]
     assert out.startswith("42 ") and str(tmp_path) not in out  # a fresh working folder
-    E.store(page, nb, seconds)
+    E.store(page, source, nb, seconds)
     E.check_cached(page)
     page.write_text(page.read_text().replace("x * 21", "x * 20"))
     with pytest.raises(RuntimeError, match="would not find"):
