@@ -136,7 +136,8 @@ def run(names: list[str], jobs: int, timeout: int) -> dict[str, float]:
             if results_dir is None:
                 store(path, source, nb, seconds)
         except Exception as err:  # report every failing page, not only the first
-            print(f"  {label:34s} FAILED: {type(err).__name__}: {err}", flush=True)
+            tail = "\n".join(str(err).strip().splitlines()[-12:])  # the traceback's end
+            print(f"  {label:34s} FAILED: {type(err).__name__}\n{tail}", flush=True)
             failed.append(label)
             return label, float("nan")
         print(f"  {label:34s} {seconds:7.1f} s", flush=True)
