@@ -181,8 +181,14 @@ def plot_curves(curve, xlabel, title):
     return ax
 
 # %% [markdown]
-# Full scale: `SVAE_LITE_FULL=1`, or e.g.
-# `jupytext --to ipynb --output - book/06_transfer.py | papermill - out.ipynb -p max_epochs 400 -p real_max_cells 0 -p real_max_control 0 -p transfer_cells "[5, 10, 25, 50, 100, 250]"`.
+# Full scale: `SVAE_LITE_FULL=1` (on Colab `%env SVAE_LITE_FULL=1` before the first cell):
+# the book's full-scale simulation (chapter 3's models are reused), all cells of the real
+# screens, and more points per curve. Single values change with papermill, e.g.
+#
+# ```bash
+# jupytext --to ipynb --output - book/06_transfer.py | \
+#     papermill - out.ipynb -p transfer_cells "[5, 10, 25, 50, 100, 250]"
+# ```
 #
 # ## 1a. Few-cell transfer on the simulation
 #
@@ -792,16 +798,19 @@ print(f"chapter ran in {H.elapsed()}")
 # Difficulty: ★ easy, ★★ medium, ★★★ project. Run times are estimates for 2 CPU cores; the
 # chapter prints how long each of its fits took.
 #
-# 1. **★★** Give iVAE and sVAE+ the same number of *gradient steps* rather than epochs in
-#    transfer (with few cells an epoch is one step). Does the ordering of the curves change?
+# 1. **★★** `transfer()` gives every curve point at least 1,000 optimisation steps (read
+#    `help(model.transfer)`), so at CI scale every $n$ gets the same 1,000 steps. Halve and
+#    double them (`max_epochs` in `transfer`, with the steps counted as batches per epoch
+#    times epochs): do the held-out log-likelihoods and the masks of the few-cell points
+#    change, and does the ordering of the models?
 #
-#    *Run time:* transfers only (no model is retrained), each at least 1,000 optimisation
-#    steps: a few minutes for both curves.
+#    *Run time:* transfers only (no model is retrained): a few minutes for both curves.
 #
 #    :::{dropdown} Hint
-#    Read `help(model.transfer)`: its default `max_epochs` already guarantees a minimum
-#    number of steps. Count the steps each $n$ gets (batches per epoch times epochs) and pass
-#    `max_epochs` so that every $n$ gets the same.
+#    With $n$ cells per perturbation and 6 new perturbations, an epoch is
+#    $\lceil 6n / 256 \rceil$ steps. Too few steps leave the new shifts too small for their
+#    masks to switch on (the warning `transfer()` prints); many more steps can overfit the
+#    few fitting cells.
 #    :::
 # 2. **★** In the Norman comparison, replace "top 20 genes" by all genes. Which method gains, and
 #    why is the choice of genes part of the result?
