@@ -43,6 +43,8 @@ import nbclient
 from jupyter_cache import get_cache
 from jupyter_cache.base import CacheBundleIn
 
+from _sync import pages  # the chapters and the solutions page
+
 BOOK = Path(__file__).resolve().parent
 ROOT = BOOK.parent
 JUPYTER_CACHE = ROOT / "_build" / ".jupyter_cache"
@@ -52,14 +54,6 @@ LAST = "07_claims"  # reads every other chapter's results
 EXPECTED_SECONDS = {"03_identifiability": 300, "06_transfer": 300, "05_real_data": 90,
                     "04_out_of_distribution": 90, "02_simulation": 40, "solutions": 40,
                     "01_introduction": 20}
-
-
-def pages() -> list[Path]:
-    """The executed pages: the chapters ``book/NN_*.py`` and ``book/solutions.py``."""
-    found = sorted(BOOK.glob("[0-9][0-9]_*.py"))
-    if (BOOK / "solutions.py").exists():
-        found.append(BOOK / "solutions.py")
-    return found
 
 
 def read(path: Path):
