@@ -221,6 +221,7 @@ def main(argv=None):
     df = pd.DataFrame(results)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     df.to_csv(args.out, index=False)
+    C.write_meta(args.out, argv)
     cols = ["mcc", "target_f1", "target_precision", "target_recall", "target_auroc",
             "dense_procrustes_mcc", "aligned_mcc", "mcc_spearman", "collapsed_latents", "seconds"]
     table = df.groupby("model", sort=False)[cols].agg(["mean", "std"])
