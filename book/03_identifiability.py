@@ -371,6 +371,9 @@ if len(sweeps):
         ax.set_ylim(0, 1)
         sns.despine(ax=ax)
     fig.tight_layout()
+
+# %%
+if len(sweeps):
     display(sweeps.pivot_table(index=["sweep", "setting"], columns="model",
                                values=["mcc", "target_f1"]).round(3))
 
