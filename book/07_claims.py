@@ -146,8 +146,8 @@ def cell_claim(text, a, b):
     ca, cb = cells[a]["control"], cells[b]["control"]
     full_cells = also_full(a, b, "mcc_control", "control-cell MCC")
     claim(text, "simulations",
-          f"control-cell MCC {a} {ca:.2f} vs {b} {cb:.2f} (first seed; pooled "
-          f"{cells[a]['pooled']:.2f} vs {cells[b]['pooled']:.2f}; {scale})"
+          f"control-cell MCC {a} {ca:.2f} vs {b} {cb:.2f} (this build, first seed; pooled "
+          f"{cells[a]['pooled']:.2f} vs {cells[b]['pooled']:.2f})"
           + (full_cells or also_full(a, b)),
           yes_no(ca - cb > margin), f"control-cell MCC difference > {margin}")
 
@@ -178,7 +178,7 @@ if "SVAEPlus" in mcc and "SVAE" in mcc:
     d = mcc["SVAEPlus"] - mcc["SVAE"]
     claim("The Beta-Bernoulli mask prior (sVAE+) improves on the L0 penalty (sVAE)",
           "model comparison",
-          f"pooled MCC sVAE+ {mcc['SVAEPlus']:.2f} vs sVAE {mcc['SVAE']:.2f} ({scale})"
+          f"pooled MCC sVAE+ {mcc['SVAEPlus']:.2f} vs sVAE {mcc['SVAE']:.2f} (this build)"
           + also_full("SVAEPlus", "SVAE", what="pooled MCC"),
           yes_no(d > margin), f"sVAE+ - sVAE > {margin}")
 if "SVAEPlus" in f1:
@@ -263,6 +263,7 @@ if "SVAEPlus" in ms:
           f"sVAE+ shift similarity, same gene {s['same_gene']:+.2f} vs other genes {s['other_gene']:+.2f}",
           ONE_SEED, "needs a 95% interval over seeds")
 table = pd.DataFrame(rows)
+print(f"{scale}; full scale: d=15, 80 training perturbations x 500 cells")
 with pd.option_context("display.max_colwidth", None):
     display(table.style.hide(axis="index").set_properties(**{"text-align": "left"}))
 
