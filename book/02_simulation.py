@@ -31,8 +31,8 @@
 # {doc}`method <method>`); the glossary's {term}`library size <Library size>` and
 # {term}`Perturb-seq`; AnnData and a standard scanpy pipeline (PCA, UMAP); no PyTorch.
 #
-# **Run time.** About a minute at CI scale on 2 CPU cores (an estimate: nothing is trained,
-# the UMAP of 6,000 cells takes most of it); a few minutes at full scale.
+# **Run time.** About 45 s at CI scale (Measured in the book's CI build of 2026-12-02 (one CPU thread, 2-core machine): 60 s with a UMAP of 6,000 cells, now 3,000);
+# nothing is trained. A few minutes at full scale (a UMAP of 20,000 cells).
 # :::
 #
 # To score a model's latents we need the true ones, so chapters 3, 4 and 6 use data drawn
@@ -74,7 +74,7 @@ n_heldout = SIM["n_heldout"]
 n_cells_per_perturbation = SIM["n_cells_per_perturbation"]
 n_genes = SIM["n_genes"]
 seed = SIM["seed"]
-n_umap_cells = 20000 if FULL else 6000  # cells embedded by UMAP
+n_umap_cells = 20000 if FULL else 3000  # cells embedded by UMAP
 
 # %% tags=["remove-input"]
 # Validate the parameters first: a bad value fails here with a message naming it.
@@ -163,7 +163,7 @@ fig.tight_layout(rect=(0, 0, 1, 0.95))
 # normalisation, $\log(1+x)$, PCA, a $k$-nearest-neighbour graph, UMAP
 # {cite:p}`mcinnes2018umap`) on a random subset of cells, coloured by perturbation:
 
-# %% mystnb={"figure": {"caption": "UMAP of the log-normalised counts of a random subset of cells (6,000 at CI scale; UMAP axes have no units). Black: control cells; colours: the three perturbations of the previous figure; light grey: all other perturbations.", "name": "fig-ch2-umap"}, "image": {"alt": "UMAP scatter plot of cells with control cells in black and three perturbations in colour"}}
+# %% mystnb={"figure": {"caption": "UMAP of the log-normalised counts of a random subset of cells (3,000 at CI scale; UMAP axes have no units). Black: control cells; colours: the three perturbations of the previous figure; light grey: all other perturbations.", "name": "fig-ch2-umap"}, "image": {"alt": "UMAP scatter plot of cells with control cells in black and three perturbations in colour"}}
 rng = np.random.default_rng(seed)
 sub = adata[np.sort(rng.permutation(adata.n_obs)[:min(n_umap_cells, adata.n_obs)])].copy()
 sc.pp.normalize_total(sub, target_sum=1e4)

@@ -33,8 +33,9 @@
 # here); the {doc}`method <method>`; the glossary's {term}`ELBO` and
 # {term}`transfer learning <Transfer learning>`; importance sampling.
 #
-# **Run time.** A few minutes at CI scale on 2 CPU cores (an estimate: 5 fits of 60 epochs
-# unless cached, 3 transfers, IWELBO with 50 samples); full scale: see the text.
+# **Run time.** 50 s at CI scale after chapter 3 (Measured in the book's CI build of 2026-12-02 (one CPU thread, 2-core machine)), whose 5 models it reuses; run alone
+# it trains them first (about 3 more minutes). Full scale: about 40 minutes of training
+# alone on a CPU, unless chapter 3 ran: use a GPU.
 # :::
 #
 # If a model has found the true latent factors, a new perturbation is just a new shift of
