@@ -27,22 +27,32 @@ settings on three real screens and prints the comparison tables:
    (zero-shot: same perturbation, new line) and after transfer of line-specific priors
    (``U87MG:<perturbation>``) with 10, 50 or all pool cells per group.
 
-Each (screen, model) is one process with one torch thread (``--jobs`` in parallel). The
-defaults run in about 15-20 minutes on 2 CPU cores; ``--quick`` is a smoke run.
+Each (screen, model, seed) is one process with one torch thread (``--jobs`` in parallel).
+The defaults run in about 15-20 minutes on 2 CPU cores; ``--quick`` is a smoke run. With
+several ``--seeds`` the tables show mean +- sd over seeds, and the *paired* tables the mean
+difference over seeds between two models (SVAEPlus - iVAE, SVAE - iVAE; on Norman also
+each model - the additive baseline) with a 95% t interval and a verdict
+(``svae_lite.metrics.paired_difference``). Every model of a seed sees the same data split,
+the same cells and the same random stream for the IWELBO: the runs record a fingerprint of
+each cell set they used (``cells``) and the paired tables check that they agree.
 
     python benchmarks/real_data.py                         # everything, default epochs
     python benchmarks/real_data.py --screens papalexi --split random --papalexi-epochs 60
     python benchmarks/real_data.py --quick
 
 Needs the data directory (``SVAE_LITE_DATA``, see data/README.md). Writes every number to
-``benchmarks/results/real_data.json``.
+``benchmarks/results/real_data.json`` (``--out``; rewritten as each run finishes, so an
+interrupted invocation keeps its finished runs), the paired tables under its key
+``paired``, and a ``.meta.json`` beside it (date, machine, command, commit).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
+import threading
 import time
 
 import numpy as np
@@ -68,6 +78,12 @@ def split_pool_eval(adata, key: str, seed: int):
         ev.append(idx[:half])
         pool.append(idx[half:])
     return adata[np.concatenate(pool)].copy(), adata[np.sort(np.concatenate(ev))].copy()
+
+
+def cells_id(adata) -> str:
+    """Fingerprint of a cell set (its cell names in order): equal across models when they
+    saw the same cells."""
+    return hashlib.sha1("\n".join(map(str, adata.obs_names)).encode()).hexdigest()[:12]
 
 
 def relabel(adata, key: str, value=None, prefix=None):
@@ -139,11 +155,12 @@ def _fit(cls_name, train, args, epochs, seed):
 def _transfer_curve(m, cls_name, pool, ev, args, seed, key="perturbation"):
     """IWELBO (mean nats per evaluation cell) after transfer with each pool size, plus the
     per-group gains of the largest transfer and the transferred targets."""
-    res = {"ll": {}, "seconds": {}}
+    res = {"ll": {}, "seconds": {}, "cells": {}}
     if cls_name not in SHIFT_MODELS:
         return res
     for n in SIZES:
         sub = C.first_n_per_group(pool, key, n)
+        res["cells"][f"pool {n or 'all'}"] = cells_id(sub)
         t0 = time.time()
         t = m.transfer(sub, max_epochs=args.transfer_epochs, seed=seed, enable_progress_bar=False)
         res["seconds"][str(n)] = time.time() - t0
@@ -187,7 +204,8 @@ def run_papalexi(cls_name, args, seed, split):
     pool, ev = split_pool_eval(new, "perturbation", seed)
     m, secs = _fit(cls_name, train, args, args.papalexi_epochs, seed)
     out = {"screen": f"papalexi/{split}", "model": cls_name, "seed": seed, "held_out": held,
-           "train_seconds": secs, "n_train_cells": int(train.n_obs), "n_eval_cells": int(ev.n_obs)}
+           "train_seconds": secs, "n_train_cells": int(train.n_obs), "n_eval_cells": int(ev.n_obs),
+           "cells": {"train": cells_id(train), "seen": cells_id(seen), "eval": cells_id(ev)}}
     out["ll_seen"] = float(iwelbo(m, seen, args, seed).mean())
     ll0 = iwelbo(m, relabel(ev, "perturbation", value="control"), args, seed)
     out["ll_untransferred"] = float(ll0.mean())
@@ -235,7 +253,7 @@ def run_norman(cls_name, args, seed):
         }
     fit_singles = {s: score(pred_effect.loc[s], obs_effect.loc[s]) for s in singles}
     out = {"screen": "norman", "model": cls_name, "seed": seed, "train_seconds": secs,
-           "doubles": res, "singles_fit": fit_singles}
+           "doubles": res, "singles_fit": fit_singles, "cells": {"train": cells_id(train)}}
     if cls_name in SPARSE_MODELS:
         tg = targets_of(m)
         out["targets"] = tg
@@ -255,7 +273,8 @@ def run_mcfaline(cls_name, args, seed, target_line="U87MG"):
     pool, ev = split_pool_eval(new, "perturbation", seed)
     m, secs = _fit(cls_name, train, args, args.mcfaline_epochs, seed)
     out = {"screen": "mcfaline", "model": cls_name, "seed": seed, "train_lines": sorted(set(line) - {target_line}),
-           "target_line": target_line, "train_seconds": secs, "n_eval_cells": int(ev.n_obs)}
+           "target_line": target_line, "train_seconds": secs, "n_eval_cells": int(ev.n_obs),
+           "cells": {"train": cells_id(train), "eval": cells_id(ev)}}
     out["ll_control_prior"] = float(iwelbo(m, relabel(ev, "perturbation", value="control"), args, seed).mean())
     out["ll_zero_shot"] = float(iwelbo(m, ev, args, seed).mean())
     prefix = f"{target_line}:"
@@ -381,6 +400,103 @@ def mcfaline_table(runs):
     return pd.DataFrame(rows).set_index("model")
 
 
+# ---------------------------------------------------------------- paired over seeds
+COMPARISONS = [("SVAEPlus", "iVAE"), ("SVAE", "iVAE")] + [(m, "additive") for m in MODELS]
+LOWER_IS_BETTER = {"mse_all"}
+
+
+def run_scores(r) -> dict:
+    """{predictor: {metric: value}} of one run: what the paired tables compare. Papalexi and
+    McFaline: IWELBO (nats per cell) and the gain of each transfer over the model before
+    transfer (the evaluation cells under the control prior); Norman: mean over the doubles of pearson_top (a
+    constant prediction counts as 0, as in the summary) and mse_all, for the model and for
+    the additive baseline of the same seed."""
+    ll = {f"transfer {n or 'all'}": r.get("transfer", {}).get("ll", {}).get(str(n), np.nan) for n in SIZES}
+    if r["screen"].startswith("papalexi"):
+        base = r["ll_untransferred"]
+        return {r["model"]: {**{f"held-out, {k}": v for k, v in ll.items()},
+                             "held-out, untransferred": base, "seen perturbations": r["ll_seen"],
+                             **{f"gain over untransferred, {k}": v - base for k, v in ll.items()}}}
+    if r["screen"] == "mcfaline":
+        base = r["ll_control_prior"]
+        return {r["model"]: {**{f"new line, {k}": v for k, v in ll.items()},
+                             **{f"gain over control prior, {k}": v - base for k, v in ll.items()}}}
+    dd = r["doubles"]
+
+    def summary(who):
+        return {"pearson_top": _mean([dd[d][who]["pearson_top"] for d in dd], nan_as=0.0),
+                "mse_all": _mean([dd[d][who].get("mse_all", np.nan) for d in dd])}
+
+    return {r["model"]: summary("model"), "additive": summary("additive")}
+
+
+def score_frame(runs) -> pd.DataFrame:
+    """Long table (screen, seed, predictor, metric, value); a baseline scored by several runs
+    of one seed appears once."""
+    rows = [{"screen": r["screen"], "seed": r["seed"], "predictor": p, "metric": k, "value": v}
+            for r in runs for p, sc in run_scores(r).items() for k, v in sc.items()]
+    return pd.DataFrame(rows).drop_duplicates(["screen", "seed", "predictor", "metric"])
+
+
+def paired_rows(runs) -> list[dict]:
+    """For each screen, metric and comparison a - b (both present): the mean paired
+    difference over the seeds both ran, its 95% t interval and verdict."""
+    from svae_lite.metrics import paired_difference
+
+    out = []
+    for (screen, metric), g in score_frame(runs).groupby(["screen", "metric"], sort=False):
+        wide = g.pivot(index="seed", columns="predictor", values="value")
+        for a, b in [(a, b) for a, b in COMPARISONS if a in wide and b in wide]:
+            pair = wide[[a, b]].dropna()
+            if len(pair):
+                d = paired_difference(pair[a], pair[b])
+                out.append({"screen": screen, "metric": metric, "comparison": f"{a} - {b}",
+                            "better": "lower" if metric in LOWER_IS_BETTER else "higher",
+                            **d, "seeds": [int(x) for x in pair.index]})
+    return out
+
+
+def pairing_problems(runs) -> list[str]:
+    """Cell sets that differ between the models of one (screen, seed): empty when every
+    model saw the same training, evaluation and pool cells (runs without fingerprints,
+    written before they were recorded, are not checked)."""
+    seen, problems = {}, []
+    for r in runs:
+        cells = {**r.get("cells", {}), **r.get("transfer", {}).get("cells", {})}
+        for k, v in cells.items():
+            first = seen.setdefault((r["screen"], r["seed"], k), (r["model"], v))
+            if first[1] != v:
+                problems.append(f"{r['screen']} seed {r['seed']} {k}: {r['model']} {v} != {first[0]} {first[1]}")
+    return problems
+
+
+def paired_table(rows: list[dict]) -> pd.DataFrame:
+    """The paired rows as printed: difference [95% low, high], verdict, seeds."""
+    return pd.DataFrame([{"screen": r["screen"], "metric": r["metric"], "a - b": r["comparison"],
+                          "better": r["better"], "difference [95%]": f"{r['mean']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}]",
+                          "verdict": r["verdict"], "n": r["n"]} for r in rows])
+
+
+def save(path, args, results) -> None:
+    """The results file: options, runs, paired rows and the pairing check."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as fh:
+        json.dump({"args": {k: v for k, v in vars(args).items() if k not in ("worker", "load")}, "runs": results,
+                   "paired": paired_rows(results), "pairing_problems": pairing_problems(results)}, fh, indent=1)
+
+
+def print_paired(results) -> None:
+    problems = pairing_problems(results)
+    checked = sum(1 for r in results if "cells" in r)
+    state = ("; ".join(problems) if problems else f"same cells for every model of a seed ({checked} runs checked)"
+             if checked else "not checked (runs without cell fingerprints)")
+    print(f"\n{'=' * 100}\nPaired over seeds (a - b, mean over seeds with a 95% t interval; verdict 'tie' when "
+          f"the interval contains 0)\npairing: {state}")
+    rows = paired_rows(results)
+    if rows:
+        print(paired_table(rows).to_string(index=False))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--screens", nargs="+", default=["papalexi", "norman", "mcfaline"],
@@ -392,7 +508,8 @@ def main(argv=None):
     ap.add_argument("--papalexi-epochs", type=int, default=40)
     ap.add_argument("--norman-epochs", type=int, default=150)
     ap.add_argument("--mcfaline-epochs", type=int, default=150)
-    ap.add_argument("--transfer-epochs", type=int, default=100)
+    ap.add_argument("--transfer-epochs", type=int, default=None,
+                    help="default: transfer()'s own (at least 200 epochs and 1,000 optimisation steps)")
     ap.add_argument("--n-samples", type=int, default=100, help="importance samples of the IWELBO")
     ap.add_argument("--predict-cells", type=int, default=2000)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0],
@@ -425,19 +542,22 @@ def main(argv=None):
         runs = [dict(screen=sc, model=m, seed=seed, threads=1)
                 for seed in args.seeds for sc in screens for m in args.models]
 
+        done, lock = [], threading.Lock()
+
         def report(res):
             print(f"  {res['screen']:16s} {res['model']:9s} seed {res['seed']} done in {res['seconds']:.0f} s", flush=True)
+            with lock:  # keep the finished runs should the invocation be stopped
+                done.append(res)
+                save(args.out, args, done)
 
         print(f"{len(runs)} runs, {args.jobs} in parallel; epochs papalexi {args.papalexi_epochs}, norman "
-              f"{args.norman_epochs}, mcfaline {args.mcfaline_epochs}, transfer {args.transfer_epochs}; "
+              f"{args.norman_epochs}, mcfaline {args.mcfaline_epochs}, transfer {args.transfer_epochs or 'default'}; "
               f"n_latent {args.n_latent}; IWELBO with {args.n_samples} samples; seeds {args.seeds}", flush=True)
         # workers get the same options (the run itself travels in --worker)
         options = list(argv if argv is not None else sys.argv[1:])
         results = C.run_workers(os.path.abspath(__file__), runs, args.jobs, options, report)
-        os.makedirs(os.path.dirname(args.out), exist_ok=True)
-        with open(args.out, "w") as fh:
-            json.dump({"args": {k: v for k, v in vars(args).items() if k not in ("worker", "load")}, "runs": results},
-                      fh, indent=1)
+        save(args.out, args, results)
+        C.write_meta(args.out, options)
     seeds = sorted({r["seed"] for r in results})
     print(f"seeds: {seeds} (tables: mean +- sd over seeds; targets, programs and per-group tables: seed {seeds[0]})")
 
@@ -483,6 +603,7 @@ def main(argv=None):
             print(f"McFaline-Figueroa 2023: trained on {', '.join(rs[0]['train_lines'])}; evaluated on "
                   f"{rs[0]['n_eval_cells']} {rs[0]['target_line']} cells (IWELBO, nats per cell)")
             print(over_seeds([mcfaline_table(b) for b in by_seed]).to_string())
+    print_paired(results)
     print(f"\nwall time {time.time() - t0:.0f} s" + ("" if args.load else f"; results in {args.out}"))
 
 
