@@ -465,6 +465,18 @@ def benchmark_results(name: str):
     return pd.read_csv(path), meta
 
 
+def benchmark_paired(name: str) -> tuple[list, dict]:
+    """The paired comparisons of a committed benchmark JSON, ``benchmarks/results/<name>.json``
+    (its ``"paired"`` list: metric, comparison, n seeds, mean, low, high, verdict), and its
+    ``.meta.json``; ``([], {})`` when the repository has no such file."""
+    path = ROOT / "benchmarks" / "results" / f"{name}.json"
+    if not path.exists():
+        return [], {}
+    meta_path = path.with_suffix(".meta.json")
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    return json.loads(path.read_text()).get("paired", []), meta
+
+
 def cap_cells(adata, max_cells: int, max_control: int, rng):
     """A copy of ``adata`` with at most ``max_cells`` random cells of every perturbation and
     at most ``max_control`` control cells (0: keep them all), in their original order.
