@@ -230,3 +230,17 @@ def test_html_check_finds_figures_without_caption_or_alt(tmp_path):
     (tmp_path / "bad.html").write_text(f"<html><body>{bad}</body></html>")
     assert C.problems(tmp_path) == ["bad.html: ../_images/ab12.png: no caption",
                                     "bad.html: ../_images/ab12.png: no alt text"]
+
+
+def test_benchmark_paired_reads_the_paired_list_and_meta(tmp_path, monkeypatch):
+    import json
+
+    res = tmp_path / "benchmarks" / "results"
+    res.mkdir(parents=True)
+    paired = [{"metric": "held-out", "comparison": "SVAEPlus - iVAE", "n": 5, "mean": 0.4,
+               "low": 0.1, "high": 0.7, "verdict": "a > b"}]
+    (res / "x.json").write_text(json.dumps({"runs": [], "paired": paired}))
+    (res / "x.meta.json").write_text(json.dumps({"date": "2026-12-02"}))
+    monkeypatch.setattr(H, "ROOT", tmp_path)
+    assert H.benchmark_paired("x") == (paired, {"date": "2026-12-02"})
+    assert H.benchmark_paired("missing") == ([], {})
