@@ -408,9 +408,9 @@ LOWER_IS_BETTER = {"mse_all"}
 def run_scores(r) -> dict:
     """{predictor: {metric: value}} of one run: what the paired tables compare. Papalexi and
     McFaline: IWELBO (nats per cell) and the gain of each transfer over the model before
-    transfer (the evaluation cells under the control prior); Norman: mean over the doubles of pearson_top (a
-    constant prediction counts as 0, as in the summary) and mse_all, for the model and for
-    the additive baseline of the same seed."""
+    transfer (the evaluation cells under the control prior); Norman: mean over the doubles
+    of pearson_top (a constant prediction counts as 0, as in the summary) and mse_all, for
+    the model and for the additive baseline of the same seed."""
     ll = {f"transfer {n or 'all'}": r.get("transfer", {}).get("ll", {}).get(str(n), np.nan) for n in SIZES}
     if r["screen"].startswith("papalexi"):
         base = r["ll_untransferred"]
@@ -471,10 +471,12 @@ def pairing_problems(runs) -> list[str]:
 
 
 def paired_table(rows: list[dict]) -> pd.DataFrame:
-    """The paired rows as printed: difference [95% low, high], verdict, seeds."""
-    return pd.DataFrame([{"screen": r["screen"], "metric": r["metric"], "a - b": r["comparison"],
-                          "better": r["better"], "difference [95%]": f"{r['mean']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}]",
-                          "verdict": r["verdict"], "n": r["n"]} for r in rows])
+    """The paired rows as printed: difference [95% low, high], verdict, number of seeds."""
+    def ci(r):
+        return f"{r['mean']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}]"
+
+    return pd.DataFrame([{"screen": r["screen"], "metric": r["metric"], "a - b": r["comparison"], "better": r["better"],
+                          "difference [95%]": ci(r), "verdict": r["verdict"], "n": r["n"]} for r in rows])
 
 
 def save(path, args, results) -> None:
