@@ -481,25 +481,16 @@ Markdown(answer())
 
 # %% tags=["hide-input"]
 def full_scale_table():
-    """The committed full-scale runs, one row per model: seeds, MCC and F1 (mean +- sd)."""
-    frames = []
-    for name, seeds_role in [("identifiability_defaults", "seeds 0-2: chose the defaults"),
-                             ("identifiability_defaults_fresh", "fresh seeds")]:
-        df, meta = H.benchmark_results(name)
-        if df is None:
-            continue
-        df = df[df["note"].isna()] if "note" in df else df  # the current defaults only
-        df = df[df["model"].isin(models)].assign(
-            source=f"{seeds_role} ({meta.get('date', 'date not recorded')})")
-        frames.append(df)
-    if not frames:
+    """The committed full-scale runs, one row per model and source: seeds, MCC and F1
+    (mean +- sd)."""
+    runs = H.full_scale_runs()
+    if runs.empty:
         return None
-    runs = pd.concat(frames)
+    runs = runs[runs["model"].isin(models)]
     fmt = lambda x: f"{x.mean():.3f} ± {x.std():.3f}" if len(x) > 1 else f"{x.mean():.3f}"
-    table = runs.groupby(["model", "source"], sort=False).agg(
+    return runs.groupby(["model", "source"], sort=False).agg(
         seeds=("seed", lambda x: ", ".join(map(str, sorted(x)))),
         MCC=("mcc", fmt), F1=("target_f1", lambda x: fmt(x) if x.notna().any() else "-"))
-    return table
 
 
 full_table = full_scale_table()

@@ -96,6 +96,7 @@ def yes_no(ok):
 
 
 ONE_SEED = "untested (1 seed)"  # a difference of two numbers from one seed is no verdict
+VERDICT = {"a > b": "yes", "a < b": "no", "tie": "tie"}  # paired_difference's verdicts
 
 
 scale = (f"this build: d={c3['n_latent']}, {c3['n_train_perturbations']} perturbations, "
@@ -104,24 +105,19 @@ cells = c3.get("cell_level", {})
 ROT = "iVAE + sparsest rotation (no sparse phase)"
 
 
-def full_scale_runs():
-    """The committed full-scale runs with the current defaults, one row per model: fresh
-    seeds where a model has them, else the seeds that chose the defaults (0-2)."""
-    frames = []
-    for name in ("identifiability_defaults_fresh", "identifiability_defaults"):
-        df, _ = H.benchmark_results(name)
-        if df is not None:
-            df = df[df["note"].isna()] if "note" in df else df
-            frames.append(df[~df["model"].isin([m for f in frames for m in f["model"]])])
-    if not frames:
-        return pd.DataFrame()
-    runs = pd.concat(frames)
+def full_scale_means():
+    """Mean of the committed full-scale runs per model: fresh seeds where a model has them,
+    else the seeds that chose the defaults (0-2); ``seeds`` lists them."""
+    runs = H.full_scale_runs()
+    if runs.empty:
+        return runs
+    runs = runs[runs["source"] == runs.groupby("model")["source"].transform("first")]
     agg = runs.groupby("model").mean(numeric_only=True)
     agg["seeds"] = runs.groupby("model")["seed"].apply(lambda x: ", ".join(map(str, sorted(x))))
     return agg
 
 
-full = full_scale_runs()
+full = full_scale_means()
 
 
 def also_full(a, b, col="mcc", what="MCC"):
@@ -211,7 +207,7 @@ def interval_claim(text, n, pick):
               "needs the committed benchmark (95% interval over seeds)")
         return
     r = rows_n[rows_n.cells == pick(rows_n.cells)].iloc[0]
-    verdict = {"a > b": "yes", "a < b": "no", "tie": "tie"}[r.verdict]
+    verdict = VERDICT[r.verdict]
     claim(text, "held-out perturbations",
           f"benchmark ({r.seeds} seeds, {r.cells} cells): sVAE+ - iVAE {r.difference:+.2f} nats/cell "
           f"[{r['95% low']:+.2f}, {r['95% high']:+.2f}]; {this_build(n)}",
@@ -232,9 +228,6 @@ n_min_r = min(c6["real_transfer_cells"])
 few_r = rc[rc.n_cells == n_min_r].set_index("model")["log_likelihood"]
 paired_real, _ = H.benchmark_paired("real_paired_papalexi_ifng")
 real = {p["metric"]: p for p in paired_real if p["comparison"] == "SVAEPlus - iVAE"}
-VERDICT = {"a > b": "yes", "a < b": "no", "tie": "tie"}
-
-
 def real_claim(text, metric, also=None):
     """A Papalexi claim judged by the committed real-screen benchmark (paired over seeds)."""
     p = real[metric]

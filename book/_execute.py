@@ -50,10 +50,14 @@ ROOT = BOOK.parent
 JUPYTER_CACHE = ROOT / "_build" / ".jupyter_cache"
 RESULTS = ROOT / "_build" / "results"
 LAST = "07_claims"  # reads every other chapter's results
-# rough CPU-scale run times (s) that order the queue, longest first; unknown pages go last
-EXPECTED_SECONDS = {"03_identifiability": 300, "06_transfer": 300, "05_real_data": 90,
-                    "04_out_of_distribution": 90, "02_simulation": 40, "solutions": 40,
-                    "01_introduction": 20}
+# the run times measured by the build that wrote the committed reference results: they
+# order the queue, longest first (a page not measured there goes last)
+MEASURED = BOOK / "reference_results" / "run_times.json"
+
+
+def expected_seconds() -> dict[str, float]:
+    """``{page: seconds}`` of the reference build; empty when it recorded none."""
+    return json.loads(MEASURED.read_text()) if MEASURED.exists() else {}
 
 
 def read(path: Path):
@@ -119,8 +123,8 @@ def run(names: list[str], jobs: int, timeout: int) -> dict[str, float]:
     unknown = set(names) - {p.stem for p in todo}
     if unknown:
         raise SystemExit(f"no such page(s): {sorted(unknown)}; pages: {[p.stem for p in pages()]}")
-    first = sorted((p for p in todo if p.stem != LAST),
-                   key=lambda p: -EXPECTED_SECONDS.get(p.stem, 0))
+    expected = expected_seconds()
+    first = sorted((p for p in todo if p.stem != LAST), key=lambda p: -expected.get(p.stem, 0))
     times: dict[str, float] = {}
 
     def one(path: Path, results_dir: Path | None = None, label: str | None = None):

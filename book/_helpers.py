@@ -466,6 +466,27 @@ def benchmark_results(name: str):
     return pd.read_csv(path), meta
 
 
+#: The committed full-scale identifiability runs: file name and what its seeds were for.
+FULL_SCALE_RUNS = {"identifiability_defaults_fresh": "fresh seeds",
+                   "identifiability_defaults": "seeds 0-2: chose the defaults"}
+
+
+def full_scale_runs():
+    """The committed full-scale runs of the models with their current defaults (rows without
+    a ``note``), from every file of :data:`FULL_SCALE_RUNS`, fresh seeds first, with a
+    ``source`` column ("fresh seeds (date)" or "seeds 0-2: chose the defaults (date)");
+    an empty DataFrame when the repository has none."""
+    import pandas as pd
+
+    frames = []
+    for name, role in FULL_SCALE_RUNS.items():
+        df, meta = benchmark_results(name)
+        if df is not None:
+            df = df[df["note"].isna()] if "note" in df else df
+            frames.append(df.assign(source=f"{role} ({meta.get('date', 'date not recorded')})"))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 def benchmark_paired(name: str) -> tuple[list, dict]:
     """The paired comparisons of a committed benchmark JSON, ``benchmarks/results/<name>.json``
     (its ``"paired"`` list: metric, comparison, n seeds, mean, low, high, verdict), and its
