@@ -31,20 +31,26 @@ upper bound that shows how much of the gap the alignment step causes.
 ``SVAEPlus/oracle-masks`` trains the same networks with the TRUE masks, fixed from the
 start (no warm-up, no alignment): what the networks can reach when the masks are known.
 ``SVAEPlus/penalty-weight-1`` is sVAE+ with the mask prior at full tempered weight
-(``penalty_weight=1``; the default is 0.3). ``*/dropout-no-free-bits`` are the sparse
+(``penalty_weight=1``; the default is 0.3), ``SVAEPlus/penalty-weight-0.1`` at a third of
+it, and ``SVAEPlus/log-cells-1`` / ``-3`` pay the prior log(n) instead of n times per
+perturbation of n cells (``penalty_scale="log_cells"``, weight 1 or 3): does a price that
+lets evidence accumulate over cells keep spurious entries off? ``--shift-mean`` makes the
+true shifts weaker (the simulator's default is 5 control SDs). ``*/dropout-no-free-bits`` are the sparse
 models with encoder dropout 0.1 and the plain ELBO instead of their defaults (dropout 0,
 ``kl_free_bits=0.25``), ``SVAEPlus/dropout`` and ``SVAEPlus/no-free-bits`` change one of
 the two, and ``VAE/no-dropout-free-bits`` and ``iVAE/no-dropout-free-bits`` give the dense
 models the sparse models' network settings.
 
 Each run is a separate process with one torch thread (``--jobs`` in parallel). Prints a table
-of mean +- sd over seeds and writes every run to ``benchmarks/results/identifiability_<setting>.csv``.
+of mean +- sd over seeds and writes every run to ``benchmarks/results/identifiability_<setting>.csv``
+(rewritten as each run finishes; the runs go seed by seed) and a ``.meta.json`` beside it.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import threading
 import time
 
 import pandas as pd
@@ -64,6 +70,10 @@ VARIANTS = {
     "SVAEPlus/exact": ("SVAEPlus", {"estimator": "exact"}, {}),
     "SVAEPlus/oracle-alignment": ("SVAEPlus", {}, {}),
     "SVAEPlus/penalty-weight-1": ("SVAEPlus", {"penalty_weight": 1.0}, {}),
+    "SVAEPlus/penalty-weight-0.1": ("SVAEPlus", {"penalty_weight": 0.1}, {}),
+    # the mask prior paid log(n) times per perturbation of n cells instead of n times
+    "SVAEPlus/log-cells-1": ("SVAEPlus", {"penalty_scale": "log_cells", "penalty_weight": 1.0}, {}),
+    "SVAEPlus/log-cells-3": ("SVAEPlus", {"penalty_scale": "log_cells", "penalty_weight": 3.0}, {}),
     "SVAEPlus/oracle-masks": ("SVAEPlus", {}, {"dense_fraction": 0.0}),
     # the sparse models with encoder dropout and without free bits (their defaults: 0 and 0.25)
     "SVAEPlus/dropout-no-free-bits": ("SVAEPlus", {"dropout_rate": 0.1, "kl_free_bits": 0.0}, {}),
@@ -108,7 +118,7 @@ def run_one(args, label, model, model_kw, train_kw, seed) -> dict:
 
     adata = sl.simulate(n_latent=args.n_latent, n_perturbations=args.n_perturbations,
                         n_cells_per_perturbation=args.n_cells, n_genes=args.n_genes,
-                        n_heldout=args.n_heldout, seed=seed)
+                        n_heldout=args.n_heldout, shift_mean=args.shift_mean, seed=seed)
     train = adata[adata.obs["split"] == "train"].copy()
     z_true = train.obsm["z_true"]
     cls = getattr(sl, model)
@@ -138,6 +148,8 @@ def run_one(args, label, model, model_kw, train_kw, seed) -> dict:
 
         train_kw = dict(train_kw, alignment_rotation=at_alignment)
     t0 = time.time()
+    if args.batch_size:
+        train_kw = dict(train_kw, batch_size=args.batch_size)
     m.train(max_epochs=args.max_epochs, seed=seed, enable_progress_bar=False, **train_kw)
     seconds = time.time() - t0
     if "z_dense" in diag:  # latents after the step = latents before it @ the rotation applied
@@ -169,6 +181,9 @@ def main(argv=None):
         ap.add_argument("--" + key.replace("_", "-"), type=int, default=None)
     ap.add_argument("--max-epochs", type=int, default=None,
                     help="default: each model's own default (what model.train() does)")
+    ap.add_argument("--shift-mean", type=float, default=5.0,
+                    help="mean size of a target's shift, control SDs (sl.simulate's shift_mean)")
+    ap.add_argument("--batch-size", type=int, default=None, help="default: model.train()'s")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--models", nargs="*", default=MODELS)
     ap.add_argument("--variants", nargs="*", default=None, metavar="NAME",
@@ -189,24 +204,36 @@ def main(argv=None):
     if args.worker:  # one run in this process
         return C.serve(lambda spec: run_one(args, **spec), args.worker)
 
+    # seed by seed, so that an interrupted invocation has paired runs (the CSV is rewritten
+    # as each run finishes)
     runs = [dict(label=m, model=m, model_kw={}, train_kw={}, seed=s, threads=1)
-            for m in args.models for s in args.seeds]
+            for s in args.seeds for m in args.models]
     if args.variants is not None:
         unknown = sorted(set(args.variants) - set(VARIANTS))
         if unknown:
             ap.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
         chosen = args.variants or list(VARIANTS)
         runs += [dict(label=k, model=VARIANTS[k][0], model_kw=VARIANTS[k][1], train_kw=VARIANTS[k][2], seed=s,
-                      threads=1) for k in chosen for s in args.seeds]
+                      threads=1) for s in args.seeds for k in chosen]
+        runs.sort(key=lambda r: r["seed"])
     # workers get the same settings (the run itself travels in --worker)
     settings = ["--setting", args.setting] + [
         f"--{k.replace('_', '-')}={getattr(args, k)}" for k in SETTINGS[args.setting]]
+    settings.append(f"--shift-mean={args.shift_mean}")
     if args.max_epochs is not None:
         settings.append(f"--max-epochs={args.max_epochs}")
+    if args.batch_size is not None:
+        settings.append(f"--batch-size={args.batch_size}")
     if args.ceiling:
         settings.append("--ceiling")
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    finished, lock = [], threading.Lock()
 
     def report(res):
+        with lock:  # an interrupted invocation keeps its finished runs
+            finished.append(res)
+            pd.DataFrame(finished).to_csv(args.out, index=False)
+            C.write_meta(args.out, argv)
         print(f"  {res['model']:26s} seed {res['seed']}: MCC {res['mcc']:.3f}  F1 {res['target_f1']:.3f}  "
               f"dense->procrustes {res['dense_procrustes_mcc']:.3f}  aligned {res['aligned_mcc']:.3f}  "
               f"collapsed {res['collapsed_latents']}  "
@@ -219,7 +246,6 @@ def main(argv=None):
     t0 = time.time()
     results = C.run_workers(__file__, runs, args.jobs, settings, report)
     df = pd.DataFrame(results)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
     df.to_csv(args.out, index=False)
     C.write_meta(args.out, argv)
     cols = ["mcc", "target_f1", "target_precision", "target_recall", "target_auroc",

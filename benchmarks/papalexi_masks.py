@@ -31,6 +31,9 @@ VARIANTS = {
     "SVAEPlus": ("SVAEPlus", {}),
     "SVAEPlus/penalty-weight-0.1": ("SVAEPlus", {"penalty_weight": 0.1}),
     "SVAEPlus/dataset-penalty": ("SVAEPlus", {"penalty_scale": "dataset"}),
+    # the mask prior paid log(n) times per knockout of n cells instead of n times
+    "SVAEPlus/log-cells-1": ("SVAEPlus", {"penalty_scale": "log_cells", "penalty_weight": 1.0}),
+    "SVAEPlus/log-cells-3": ("SVAEPlus", {"penalty_scale": "log_cells", "penalty_weight": 3.0}),
 }
 
 

@@ -170,6 +170,9 @@ class DenseShift(StandardNormal):
         self.log_scale.zero_()
 
 
+PENALTY_SCALES = ("dataset", "cells", "log_cells")
+
+
 class SparseShift(DenseShift):
     """Sparse mechanism shift prior (sVAE, sVAE+).
 
@@ -198,7 +201,10 @@ class SparseShift(DenseShift):
         on. ``"cells"``: the prior term -log p(m) is paid by every cell of the perturbation
         (a tempered prior; the entropy of q(m) keeps weight 1), so a mask entry must improve
         each cell's fit by about the per-entry penalty (nats) to stay on, and the sparsity
-        strength does not fade as screens grow.
+        strength does not fade as screens grow. ``"log_cells"``: the prior term of a
+        perturbation's row is paid log(n) times, n its cells in the data being fitted: the
+        evidence an entry needs grows like log n while the evidence of a real shift grows
+        like n (as in BIC), so a weak effect that many cells support can stay on.
     penalty_weight
         Multiplies -log p(m) (after ``penalty_scale``): with ``penalty_scale="cells"`` an
         active entry then costs about ``penalty_weight`` times its prior code length (nats)
@@ -212,8 +218,8 @@ class SparseShift(DenseShift):
                  init_logit: float = 3.0, penalty_scale: str = "dataset", penalty_weight: float = 1.0):
         super().__init__(n_labels, n_latent, control_index, learn_scale)
         self.penalty_weight = check_positive_float(penalty_weight, "penalty_weight")
-        if penalty_scale not in ("dataset", "cells"):
-            raise ValueError(f"penalty_scale={penalty_scale!r}: choose 'dataset' or 'cells'.")
+        if penalty_scale not in PENALTY_SCALES:
+            raise ValueError(f"penalty_scale={penalty_scale!r}: choose one of {PENALTY_SCALES}.")
         self.penalty_scale = penalty_scale
         if penalty not in ("l0", "beta_bernoulli"):
             raise ValueError(f"penalty={penalty!r}: choose 'l0' or 'beta_bernoulli'.")
@@ -276,18 +282,24 @@ class SparseShift(DenseShift):
         rows = self.is_perturbed.squeeze(1).bool()
         logit = self.mask_logit[rows]
         p = torch.sigmoid(logit)
-        if self.penalty_scale == "cells":
-            weight = self.penalty_weight * torch.as_tensor(cells_per_label, dtype=p.dtype,
-                                                           device=p.device).expand(rows.shape[0])[rows]
-        else:
-            weight = torch.full((p.shape[0],), self.penalty_weight, dtype=p.dtype, device=p.device)
+        weight = self.penalty_weight * self._row_weights(cells_per_label, rows, p)
         if self.penalty_kind == "l0":
             return self.sparsity * (weight * p.sum(1)).sum()
         neg_entropy = (p * F.logsigmoid(logit) + (1 - p) * F.logsigmoid(-logit)).sum()
         m = self._sample[rows] if self._uses_sample() else p
+        if self.penalty_scale == "dataset":
+            return neg_entropy - self.penalty_weight * self._log_prior_joint(m)
+        return neg_entropy - (weight * self._log_prior_rows(m)).sum()
+
+    def _row_weights(self, cells_per_label, rows, p):
+        """How many times each fitted row pays its prior code length (``penalty_scale``):
+        once ("dataset"), n ("cells") or log(n) ("log_cells") for a row of n cells."""
+        if self.penalty_scale == "dataset":
+            return torch.ones(p.shape[0], dtype=p.dtype, device=p.device)
+        n = torch.as_tensor(cells_per_label, dtype=p.dtype, device=p.device).expand(rows.shape[0])[rows]
         if self.penalty_scale == "cells":
-            return neg_entropy - (weight * self._log_prior_rows(m)).sum()
-        return neg_entropy - self.penalty_weight * self._log_prior_joint(m)
+            return n
+        return torch.log(n.clamp(min=1.0))  # rows with no cells (not fitted) pay nothing
 
     def _uses_sample(self) -> bool:
         return self.training and self.estimator == "gumbel" and self._sample is not None

@@ -71,6 +71,11 @@ def test_tempered_penalty_uses_cells_per_label_only_when_asked():
 
     assert pen("dataset", 10.0) == pytest.approx(pen("dataset", 1.0))
     assert pen("cells", 10.0) == pytest.approx(10 * pen("cells", 1.0))
+    # log_cells: a row of n cells pays log(n) times its code length (BIC-like growth)
+    assert pen("log_cells", np.e ** 3) == pytest.approx(3 * pen("log_cells", np.e))
+    assert pen("log_cells", 1.0) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="penalty_scale='cell'"):
+        SparseShift(5, 3, 0, penalty_scale="cell")
 
 
 # ---------------------------------------------------------------- module
