@@ -292,6 +292,16 @@ elif "SVAEPlus" in nm and "additive (observed singles)" in nm:
           f"Pearson r, top 20 genes: sVAE+ {a:+.2f} vs additive baseline {b:+.2f} "
           "(5 of the subset's 15 pairs have both singles measured)",
           ONE_SEED, "needs a 95% interval over seeds")
+mcf_paired = {p["metric"]: p for p in H.benchmark_paired("real_paired_mcfaline")[0]
+              if p["comparison"] == "SVAEPlus - iVAE"}
+if "new line, transfer 10" in mcf_paired:
+    p = mcf_paired["new line, transfer 10"]
+    also = mcf_paired.get("new line, transfer all")
+    claim("(beyond the paper) Sparse transfer to a new cell line from 10 cells per group "
+          "(McFaline-Figueroa, U87MG)", "not in the paper; McFaline-Figueroa 2023",
+          f"benchmark ({p['n']} seeds), sVAE+ - iVAE, log-likelihood in the new line: "
+          f"{interval(p)} nats/cell" + (f"; all cells: {interval(also)}" if also else ""),
+          paired_verdict(p), "95% interval of the paired difference excludes 0")
 ms = c6["mcfaline_similarity"]
 if "SVAEPlus" in ms:
     s = ms["SVAEPlus"]
