@@ -35,8 +35,8 @@ start (no warm-up, no alignment): what the networks can reach when the masks are
 it, and ``SVAEPlus/log-cells-1`` / ``-3`` pay the prior log(n) instead of n times per
 perturbation of n cells (``penalty_scale="log_cells"``, weight 1 or 3): does a price that
 lets evidence accumulate over cells keep spurious entries off? ``--shift-mean`` makes the
-true shifts weaker (the simulator's default is 5 control SDs). ``*/dropout-no-free-bits`` are the sparse
-models with encoder dropout 0.1 and the plain ELBO instead of their defaults (dropout 0,
+true shifts weaker (the simulator's default is 5 control SDs). ``*/dropout-no-free-bits``
+are the sparse models with encoder dropout 0.1 and the plain ELBO instead of their defaults (dropout 0,
 ``kl_free_bits=0.25``), ``SVAEPlus/dropout`` and ``SVAEPlus/no-free-bits`` change one of
 the two, and ``VAE/no-dropout-free-bits`` and ``iVAE/no-dropout-free-bits`` give the dense
 models the sparse models' network settings.
