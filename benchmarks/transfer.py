@@ -17,8 +17,6 @@ Variants isolate a claim: ``SVAEPlus/no-dense-transfer`` learns the new masks fr
 start (``transfer(dense_fraction=0)``: masks start all on) instead of dense shifts first;
 ``iVAE/sparse-networks`` and ``SVAEPlus/dense-networks`` swap the network settings of the
 two presets (encoder dropout, free bits), to tell the prior's effect from the networks'.
-``SVAEPlus/log-cells`` pays the mask prior log(n) instead of n times per perturbation of n
-cells (``penalty_scale="log_cells"``, weight 1), in training and in transfer.
 
 Writes one CSV row per (seed, model, n) and prints paired differences with 95% intervals
 over seeds (t distribution). Seeds 100-104 are fresh: the models' defaults were chosen on
@@ -39,13 +37,12 @@ import _common as C
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("iVAE", "SVAE", "SVAEPlus", "SVAEPlus/no-dense-transfer",
-          "iVAE/sparse-networks", "SVAEPlus/dense-networks", "SVAEPlus/log-cells")
+          "iVAE/sparse-networks", "SVAEPlus/dense-networks")
 #: Variants that change the fitted model (the others reuse their model's fit): the network
 #: settings of the sparse presets (no encoder dropout, free bits) given to the iVAE, and
-#: the iVAE's (dropout 0.1, the plain ELBO) given to sVAE+, and the log(n) mask price.
+#: the iVAE's (dropout 0.1, the plain ELBO) given to sVAE+.
 MODEL_KWARGS = {"sparse-networks": {"dropout_rate": 0.0, "kl_free_bits": 0.25},
-                "dense-networks": {"dropout_rate": 0.1, "kl_free_bits": 0.0},
-                "log-cells": {"penalty_scale": "log_cells", "penalty_weight": 1.0}}
+                "dense-networks": {"dropout_rate": 0.1, "kl_free_bits": 0.0}}
 
 
 def parse(argv=None):
