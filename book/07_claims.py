@@ -325,8 +325,8 @@ print(f"{len(table)} claims: " + ", ".join(f"{k} {v}" for k, v in verdicts.items
       + f" ({scale}).")
 for _, r in table.iterrows():
     print(f"  [{r['reproduced?']}] {r['claim']}")
-H.save_results("07_claims", {"n_claims": len(table), "n_reproduced": n_yes,
-                             "verdicts": verdicts.to_dict()})
+_ = H.save_results("07_claims", {"n_claims": len(table), "n_reproduced": n_yes,
+                                 "verdicts": verdicts.to_dict()})
 
 # %% tags=["remove-input"]
 from IPython.display import Markdown
