@@ -32,9 +32,10 @@
 # {term}`IWELBO`, {term}`transfer learning <Transfer learning>`,
 # {term}`CRISPRa and CRISPRi <CRISPR knockout, CRISPRi, CRISPRa>` and {term}`pseudobulk <Pseudobulk>`.
 #
-# **Run time.** About 7 minutes at CI scale (Measured in the book's CI build of 2026-12-02 (one CPU thread, 2-core machine): 455 s with three points per simulated
-# curve, now two): up to 9 fits of 60 epochs and about a dozen transfers of at least 1,000
-# steps; the five-seed benchmark is read, not rerun. Plus 2.5 MB of downloads on first use.
+# **Run time.** About 7.5 minutes at CI scale (448-455 s in the CI builds of 2026-12-02, one
+# CPU thread on a 2-core machine): up to 8 fits of 60 epochs and about ten transfers of at
+# least 1,000 steps; the five-seed benchmarks are read, not rerun. Plus 2.5 MB of downloads
+# on first use.
 # Full scale: hours on a CPU; use a GPU.
 # :::
 #
