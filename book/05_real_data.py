@@ -482,6 +482,7 @@ def full_scale_precision():
 
 if masks_frames and "log-cells-1" in gained and "default" in gained:
     extra = sorted(set(gained["log-cells-1"]) - set(gained["default"]))
+    n_none = int((masks[masks.variant == "log-cells-1"].n_targets == 0).sum())
     saw.append("The committed mask-price diagnostic (seed 0, same cells): with the "
                "default per-cell price sVAE+ gives "
                + (", ".join(gained["default"]) + " a target outside the pathway"
@@ -489,8 +490,8 @@ if masks_frames and "log-cells-1" in gained and "default" in gained:
                + "; paying the prior log(n) times instead "
                "(`penalty_scale='log_cells'`) adds "
                + (", ".join(extra) or "none")
-               + f", and the other {int((masks[masks.variant == 'log-cells-1'].n_targets == 0).sum())} "
-               "knockouts keep none. It is not the default: on small simulations it "
+               + f", and the other {n_none} knockouts keep none. It is not the "
+               "default: on small simulations it "
                "raises the recall of weak targets, but at the simulator's full scale it "
                "also keeps spurious entries on" + full_scale_precision() + ".")
 saw.append(f"All of this is one seed on {data.n_obs:,} cells, with no error estimate: "
