@@ -83,20 +83,21 @@ def setup() -> None:
 #: The book's one simulated screen at each scale, as ``sl.simulate`` arguments. Chapters 2,
 #: 3, 4 and 6 all use it, so a model trained in one chapter is found in the cache by the
 #: others, and chapter 7 judges results from one simulation. Full scale is the simulator's
-#: defaults (the README's table). The CI scale (d = 6, 30 training perturbations) is small
-#: enough for a CI build's minutes; on it sVAE+ reaches pooled MCC 0.85 and target F1 0.82
-#: (seeds 20-21), short of its full-scale 0.87 (benchmarks/README.md, "The book's CI scale").
+#: defaults (the README's table). The CI scale (d = 6, 30 training perturbations of 300
+#: cells) is small enough for a CI build's minutes; on it sVAE+ reaches pooled MCC 0.93-0.94,
+#: target F1 0.95 and control-cell MCC at 91-94% of the count-noise ceiling (seeds 11-12,
+#: which chose it; benchmarks/README.md, "The book's CI scale").
 SIMULATION = {
-    "CI": dict(n_latent=6, n_perturbations=36, n_heldout=6, n_cells_per_perturbation=150,
+    "CI": dict(n_latent=6, n_perturbations=36, n_heldout=6, n_cells_per_perturbation=300,
                n_genes=80, seed=0),
     "full": dict(n_latent=15, n_perturbations=100, n_heldout=20,
                  n_cells_per_perturbation=500, n_genes=100, seed=0),
 }
 #: How the book trains every model on that screen (``model.train`` arguments). Full scale:
 #: the package's defaults (``max_epochs=None``: the epochs ``train()`` chooses). CI scale:
-#: 60 epochs of minibatches of 64 cells (about 3,900 steps, as many as 240 epochs of the
-#: default 256-cell minibatches, in about 60% of their time).
-TRAINING = {"CI": dict(max_epochs=60, batch_size=64), "full": dict(max_epochs=None)}
+#: 30 epochs of minibatches of 64 cells (about 4,400 steps, as many as 120 epochs of the
+#: default 256-cell minibatches).
+TRAINING = {"CI": dict(max_epochs=30, batch_size=64), "full": dict(max_epochs=None)}
 
 
 def scale() -> str:
