@@ -591,15 +591,16 @@ else:
 # Difficulty: ★ easy, ★★ medium, ★★★ project. Run times are estimates for 2 CPU cores; the
 # chapter prints how long each of its own fits took, the yardstick for the exercises.
 #
-# 1. **★** Rerun with `-p max_epochs 400` (a GPU or patience helps). Which models improve with
-#    longer training, and does the ordering change?
+# 1. **★** Rerun with `-p max_epochs 120` (four times this build's 30 at CI scale; a GPU or
+#    patience helps). Which models improve with longer training, and does the ordering
+#    change?
 #
-#    *Run time:* about 7 times the chapter's training, roughly half an hour on a CPU
-#    (`-p run_sweeps False` skips the 8 sweep fits).
+#    *Run time:* about 4 times the chapter's training, roughly 20 minutes on a CPU
+#    (`-p run_sweeps False` skips the sweep fits).
 #
 #    :::{dropdown} Hint
 #    Compare the `summary` tables of the two runs, and look at `model.history["elbo_train"]`:
-#    is the loss still falling at epoch 60? The sparse models spend the first part of training
+#    is the loss still falling at the last epoch? The sparse models spend the first part of training
 #    in the dense warm-up (`help(sl.SVAEPlus.train)`).
 #    :::
 # 2. **★★** `sl.SVAEPlus(train, n_latent=n_latent, sparsity=..., penalty_weight=...)` set the

@@ -83,19 +83,20 @@ def setup() -> None:
 #: The book's one simulated screen at each scale, as ``sl.simulate`` arguments. Chapters 2,
 #: 3, 4 and 6 all use it, so a model trained in one chapter is found in the cache by the
 #: others, and chapter 7 judges results from one simulation. Full scale is the simulator's
-#: defaults (the README's table). The CI scale (d = 6, 30 training perturbations of 300
-#: cells) is small enough for a CI build's minutes; on it sVAE+ reaches pooled MCC 0.93-0.94,
-#: target F1 0.95 and control-cell MCC at 91-94% of the count-noise ceiling (seeds 11-12,
-#: which chose it; benchmarks/README.md, "The book's CI scale").
+#: defaults (the README's table). The CI scale (d = 6, 60 training perturbations of 150
+#: cells, about 10 per latent) is small enough for a CI build's minutes; on it sVAE+ reaches
+#: pooled MCC 0.91-0.93 and target F1 0.96-0.98, control-cell MCC at 85-93% of the
+#: count-noise ceiling (seeds 11-13, which chose it; benchmarks/README.md, "The book's CI
+#: scale").
 SIMULATION = {
-    "CI": dict(n_latent=6, n_perturbations=36, n_heldout=6, n_cells_per_perturbation=300,
+    "CI": dict(n_latent=6, n_perturbations=66, n_heldout=6, n_cells_per_perturbation=150,
                n_genes=80, seed=0),
     "full": dict(n_latent=15, n_perturbations=100, n_heldout=20,
                  n_cells_per_perturbation=500, n_genes=100, seed=0),
 }
 #: How the book trains every model on that screen (``model.train`` arguments). Full scale:
 #: the package's defaults (``max_epochs=None``: the epochs ``train()`` chooses). CI scale:
-#: 30 epochs of minibatches of 64 cells (about 4,400 steps, as many as 120 epochs of the
+#: 30 epochs of minibatches of 64 cells (about 4,300 steps, as many as 120 epochs of the
 #: default 256-cell minibatches).
 TRAINING = {"CI": dict(max_epochs=30, batch_size=64), "full": dict(max_epochs=None)}
 
