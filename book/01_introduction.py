@@ -33,8 +33,8 @@
 # with NumPy and pandas (no PyTorch). The {doc}`method <method>` states the model in full, the
 # {doc}`glossary <notation>` its terms, e.g. {term}`mechanism shift <Mechanism shift>`.
 #
-# **Run time.** 14 s at any scale. Measured in the book's CI build of 2026-12-02 (one CPU thread, 2-core machine); no model is trained, only NumPy on a toy
-# example.
+# **Run time.** About 10 s at any scale (measured in the book's CI build of 2026-12-02, one
+# CPU thread on a 2-core machine); no model is trained, only NumPy on a toy example.
 # :::
 #
 # The book follows {cite:t}`lopez2023sparse`, who answered: not from i.i.d. data, but yes

@@ -34,10 +34,12 @@
 # schedule, metrics); the glossary's {term}`ELBO` and {term}`posterior collapse <Posterior collapse>`;
 # what a VAE is (the models are used through their API, no PyTorch code).
 #
-# **Run time.** 6 minutes at CI scale (Measured in the book's CI build of 2026-12-02 (one CPU thread, 2-core machine)): 14 fits of 60 epochs on about 4,700 cells,
-# 20-50 s each (each fit prints its seconds). Full scale: about 8 minutes per fit on one CPU
-# core, 15 fits and 8 sweep fits, so about 3 hours: use a GPU. Every page's time in the
-# build you are reading is on the {doc}`execution` page.
+# **Run time.** About 4 minutes at CI scale (233 s; measured in the book's CI build of
+# 2026-12-02, one CPU thread on a 2-core machine; a busy machine can take 2-3 times as
+# long): 16 fits of 30 epochs on about 9,150 cells, 15-30 s each (each fit prints its
+# seconds). Full scale: about 8 minutes per fit on one CPU core, 15 fits and 8 sweep fits,
+# so about 3 hours: use a GPU. Every page's time in the build you are reading is on the
+# {doc}`execution` page.
 # :::
 #
 # Two scores, both computed against the simulator's ground truth:

@@ -32,11 +32,11 @@
 # {term}`IWELBO`, {term}`transfer learning <Transfer learning>`,
 # {term}`CRISPRa and CRISPRi <CRISPR knockout, CRISPRi, CRISPRa>` and {term}`pseudobulk <Pseudobulk>`.
 #
-# **Run time.** About 7.5 minutes at CI scale (448-455 s in the CI builds of 2026-12-02, one
-# CPU thread on a 2-core machine): up to 8 fits of 60 epochs and about ten transfers of at
-# least 1,000 steps; the five-seed benchmarks are read, not rerun. Plus 2.5 MB of downloads
-# on first use.
-# Full scale: hours on a CPU; use a GPU.
+# **Run time.** About 3 minutes at CI scale (188 s; measured in the book's CI build of
+# 2026-12-02, one CPU thread on a 2-core machine; a busy machine can take 2-3 times as
+# long): up to 8 fits of 30 or 60 epochs and about ten transfers of at least 1,000 steps;
+# the five-seed benchmarks are read, not rerun. Plus 2.5 MB of downloads on first use. Full
+# scale: hours on a CPU; use a GPU.
 # :::
 #
 # Three experiments, all with `model.transfer(adata_new)`, which freezes the encoder,
