@@ -219,7 +219,8 @@ summary.round(3)
 # the lowest `elbo_train`). This is what a user without ground truth can do with restarts.
 
 # %%
-best = scores.loc[scores.groupby("model", sort=False)["final_elbo"].idxmin()].set_index("model").reindex(models)
+lowest = scores.groupby("model", sort=False)["final_elbo"].idxmin()
+best = scores.loc[lowest].set_index("model").reindex(models)
 best[["seed", "mcc", "target_f1", "final_elbo"]].round(3)
 
 # %% [markdown]
@@ -390,7 +391,8 @@ if len(sweeps):
 # %%
 mean = scores.groupby("model")["mcc"].mean()
 f1 = scores.groupby("model")["target_f1"].mean()
-print(f"{len(seeds)} seeds, {max_epochs} epochs, d={n_latent}, {n_perturbations - n_heldout} training perturbations")
+print(f"{len(seeds)} seeds, {max_epochs} epochs, d={n_latent}, "
+      f"{n_perturbations - n_heldout} training perturbations")
 for name in models:
     print(f"  {name:9s} MCC {mean[name]:.3f} +- {scores[scores.model == name]['mcc'].std():.3f}"
           + (f"   target F1 {f1[name]:.2f}" if name in ("SVAE", "SVAEPlus") else ""))
@@ -399,7 +401,8 @@ if {"SVAEPlus", "VAE"} <= set(models):
 if {"SVAEPlus", "iVAE"} <= set(models):
     print(f"sVAE+ minus iVAE, mean MCC: {mean['SVAEPlus'] - mean['iVAE']:+.3f}")
 if len(sweeps):
-    for (what, setting, name), r in sweeps.set_index(["sweep", "setting", "model"]).sort_index().iterrows():
+    by_point = sweeps.set_index(["sweep", "setting", "model"]).sort_index()
+    for (what, setting, name), r in by_point.iterrows():
         print(f"  sweep {what} = {setting}: {name} MCC {r.mcc:.3f}")
 oracle = cell_level.loc["group-mean oracle (labels only)"]
 print(f"cell level (seed {seeds[0]}): the labels-only oracle scores pooled {oracle.pooled:.2f} but "
