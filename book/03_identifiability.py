@@ -522,6 +522,13 @@ else:
     print("\ncommitted full-scale results (d=15, 80 training perturbations x 500 cells):")
     print(full_table.to_string())
 
+
+gain = H.full_scale_paired(("SVAEPlus", "mcc_control"), ("iVAE", "rotated_mcc_control"))
+if gain is not None:
+    print(f"\nfull scale, control-cell MCC, sVAE+ minus iVAE + sparsest rotation, paired over "
+          f"{gain['n']} fresh seeds: {gain['mean']:+.3f} [{gain['low']:+.3f}, "
+          f"{gain['high']:+.3f}] (95% interval; {gain['verdict']})")
+
 # %% [markdown]
 # `python benchmarks/identifiability.py` reruns the full-scale comparison from scratch
 # (default training settings, 400 epochs, 3 seeds, one CPU core per run, about 3 minutes

@@ -150,23 +150,11 @@ def also_full(a, b, col="mcc", what="MCC"):
 
 
 def full_paired(a, b, col="mcc_control"):
-    """The paired difference a - b of ``col`` over the committed full-scale runs on fresh
-    seeds where both were run (``ROT``: the iVAE's ``rotated_`` column); None with fewer
-    than 5 such seeds."""
-    runs = H.full_scale_runs()
-    if runs.empty:
-        return None
-    fresh = runs[runs["source"].str.startswith("fresh seeds")]
-
-    def by_seed(m):
-        m, c = ("iVAE", f"rotated_{col}") if m == ROT else (m, col)
-        rows = fresh[fresh["model"] == m]
-        return rows.set_index("seed")[c] if c in rows else pd.Series(dtype=float)
-
-    both = pd.concat([by_seed(a), by_seed(b)], axis=1, join="inner").dropna()
-    if len(both) < 5:
-        return None
-    return sl.metrics.paired_difference(both.iloc[:, 0], both.iloc[:, 1])
+    """The paired difference a - b of ``col`` over the committed full-scale fresh seeds
+    (``ROT``: the iVAE's ``rotated_`` column); None with fewer than 5 such seeds."""
+    def key(m):
+        return ("iVAE", f"rotated_{col}") if m == ROT else (m, col)
+    return H.full_scale_paired(key(a), key(b), min_seeds=5)
 
 
 def cell_claim(text, a, b):

@@ -489,6 +489,28 @@ def full_scale_runs():
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def full_scale_paired(a: tuple[str, str], b: tuple[str, str], min_seeds: int = 2):
+    """The paired difference a - b over the committed full-scale runs on fresh seeds that
+    have both (:func:`full_scale_runs`); ``a`` and ``b`` are (model, column), e.g.
+    ``("iVAE", "rotated_mcc_control")``. ``sl.metrics.paired_difference``'s dict, or None
+    when fewer than ``min_seeds`` seeds have both."""
+    import pandas as pd
+
+    runs = full_scale_runs()
+    if runs.empty:
+        return None
+    fresh = runs[runs["source"].str.startswith(FULL_SCALE_RUNS["identifiability_defaults_fresh"])]
+
+    def by_seed(model, col):
+        rows = fresh[fresh["model"] == model]
+        return rows.set_index("seed")[col] if col in rows else pd.Series(dtype=float)
+
+    both = pd.concat([by_seed(*a), by_seed(*b)], axis=1, join="inner").dropna()
+    if len(both) < max(2, min_seeds):
+        return None
+    return sl.metrics.paired_difference(both.iloc[:, 0], both.iloc[:, 1])
+
+
 def benchmark_paired(name: str) -> tuple[list, dict]:
     """The paired comparisons of a committed benchmark JSON, ``benchmarks/results/<name>.json``
     (its ``"paired"`` list: metric, comparison, n seeds, mean, low, high, verdict), and its

@@ -244,3 +244,26 @@ def test_benchmark_paired_reads_the_paired_list_and_meta(tmp_path, monkeypatch):
     monkeypatch.setattr(H, "ROOT", tmp_path)
     assert H.benchmark_paired("x") == (paired, {"date": "2026-12-02"})
     assert H.benchmark_paired("missing") == ([], {})
+
+
+def test_full_scale_paired_pairs_fresh_seeds_only(tmp_path, monkeypatch):
+    import json
+
+    res = tmp_path / "benchmarks" / "results"
+    res.mkdir(parents=True)
+    fresh = pd.DataFrame({"model": ["SVAEPlus", "iVAE"] * 3, "seed": [20, 20, 21, 21, 22, 22],
+                          "mcc_control": [0.66, 0.34, 0.63, 0.38, 0.62, 0.35],
+                          "rotated_mcc_control": [np.nan, 0.56, np.nan, 0.59, np.nan, 0.57]})
+    fresh.to_csv(res / "identifiability_defaults_fresh.csv", index=False)
+    (res / "identifiability_defaults_fresh.meta.json").write_text(json.dumps({"date": "d"}))
+    # seeds that chose the defaults never enter the pairs
+    pd.DataFrame({"model": ["SVAEPlus", "iVAE"], "seed": [0, 0], "mcc_control": [0.9, 0.1],
+                  "rotated_mcc_control": [np.nan, 0.1]}).to_csv(
+        res / "identifiability_defaults.csv", index=False)
+    monkeypatch.setattr(H, "ROOT", tmp_path)
+    p = H.full_scale_paired(("SVAEPlus", "mcc_control"), ("iVAE", "rotated_mcc_control"))
+    assert p["n"] == 3
+    assert p["mean"] == pytest.approx(np.mean([0.66 - 0.56, 0.63 - 0.59, 0.62 - 0.57]))
+    assert H.full_scale_paired(("SVAEPlus", "mcc_control"), ("iVAE", "mcc_control"),
+                               min_seeds=5) is None
+    assert H.full_scale_paired(("SVAEPlus", "mcc_control"), ("VAE", "mcc_control")) is None
