@@ -173,6 +173,21 @@ def load_papalexi():
         return anndata.read_h5ad(path)
 
 
+#: Network settings swapped between the presets (a model name's suffix, e.g.
+#: ``iVAE/sparse-networks``): the sparse presets' (no encoder dropout, free bits of 0.25 nats
+#: per latent) and the dense ones' (dropout 0.1, the plain ELBO). Given to another model they
+#: isolate what the prior adds from what the networks' settings add.
+NETWORK_VARIANTS = {"sparse-networks": {"dropout_rate": 0.0, "kl_free_bits": 0.25},
+                    "dense-networks": {"dropout_rate": 0.1, "kl_free_bits": 0.0}}
+
+
+def network_variant(label: str) -> tuple[str, dict]:
+    """``(class name, model kwargs)`` of a model label: ``"iVAE/sparse-networks"`` ->
+    ``("iVAE", {...})``; a label without a network suffix keeps its kwargs empty."""
+    name, _, variant = label.partition("/")
+    return name, dict(NETWORK_VARIANTS.get(variant, {}))
+
+
 def first_n_per_group(adata, key: str, n: int | None, last: bool = False):
     """A copy of the first ``n`` cells of each group of ``obs[key]`` (the last ``n`` with
     ``last``; all cells when ``n`` is None), in their original order: the same cells for

@@ -64,6 +64,24 @@ import _common as C  # noqa: E402
 MODELS = ["VAE", "BetaVAE", "iVAE", "SVAE", "SVAEPlus"]
 SHIFT_MODELS = {"iVAE", "SVAE", "SVAEPlus"}
 SPARSE_MODELS = {"SVAE", "SVAEPlus"}
+#: ``--models`` also takes a model with the other presets' network settings, e.g.
+#: ``iVAE/sparse-networks`` (``_common.NETWORK_VARIANTS``): the iVAE's prior with the sparse
+#: models' encoder dropout 0 and free bits, which tells the prior's effect from the networks'.
+
+
+def model_class(label: str) -> str:
+    """The svae_lite class of a model label (``"iVAE/sparse-networks"`` -> ``"iVAE"``)."""
+    return C.network_variant(label)[0]
+
+
+def check_models(labels) -> list[str]:
+    """The ``--models`` labels, each a class of MODELS with an optional network suffix."""
+    for label in labels:
+        name, _, variant = label.partition("/")
+        if name not in MODELS or (variant and variant not in C.NETWORK_VARIANTS):
+            raise SystemExit(f"--models: unknown model {label!r}; use {', '.join(MODELS)}, "
+                             f"optionally with /{' or /'.join(C.NETWORK_VARIANTS)}")
+    return list(labels)
 SIZES = [10, 50, None]  # cells per new perturbation for transfer (None: the whole pool)
 
 
@@ -141,22 +159,23 @@ def gene_programs(model, n_top: int = 5, delta: float = 2.0) -> dict:
     return out
 
 
-def _fit(cls_name, train, args, epochs, seed):
+def _fit(label, train, args, epochs, seed):
     import svae_lite as sl
 
-    cls = getattr(sl, cls_name)
+    name, model_kw = C.network_variant(label)
+    cls = getattr(sl, name)
     cls.setup_anndata(train, perturbation_key="perturbation", control="control")
-    m = cls(train, n_latent=args.n_latent)
+    m = cls(train, n_latent=args.n_latent, **model_kw)
     t0 = time.time()
     m.train(max_epochs=epochs, seed=seed, enable_progress_bar=False)
     return m, time.time() - t0
 
 
-def _transfer_curve(m, cls_name, pool, ev, args, seed, key="perturbation"):
+def _transfer_curve(m, model, pool, ev, args, seed, key="perturbation"):
     """IWELBO (mean nats per evaluation cell) after transfer with each pool size, plus the
     per-group gains of the largest transfer and the transferred targets."""
     res = {"ll": {}, "seconds": {}, "cells": {}}
-    if cls_name not in SHIFT_MODELS:
+    if model_class(model) not in SHIFT_MODELS:
         return res
     for n in SIZES:
         sub = C.first_n_per_group(pool, key, n)
@@ -169,7 +188,7 @@ def _transfer_curve(m, cls_name, pool, ev, args, seed, key="perturbation"):
         if n is None:
             lab = ev.obs[key].astype(str).to_numpy()
             res["ll_per_group"] = {g: float(ll[lab == g].mean()) for g in pd.unique(lab)}
-            if cls_name in SPARSE_MODELS:
+            if model_class(model) in SPARSE_MODELS:
                 tg = targets_of(t)
                 res["targets"] = {g: tg[g] for g in pd.unique(lab)}
     return res
@@ -188,7 +207,7 @@ def papalexi_split(adata, split: str, seed: int) -> list[str]:
     raise ValueError(f"--split {split!r}: use 'ifng' or 'random'.")
 
 
-def run_papalexi(cls_name, args, seed, split):
+def run_papalexi(model, args, seed, split):
     import svae_lite as sl
 
     adata = sl.datasets.papalexi2021()
@@ -202,8 +221,8 @@ def run_papalexi(cls_name, args, seed, split):
     test_seen = rng.random(rest.n_obs) < 0.1
     train, seen = rest[~test_seen].copy(), rest[test_seen].copy()
     pool, ev = split_pool_eval(new, "perturbation", seed)
-    m, secs = _fit(cls_name, train, args, args.papalexi_epochs, seed)
-    out = {"screen": f"papalexi/{split}", "model": cls_name, "seed": seed, "held_out": held,
+    m, secs = _fit(model, train, args, args.papalexi_epochs, seed)
+    out = {"screen": f"papalexi/{split}", "model": model, "seed": seed, "held_out": held,
            "train_seconds": secs, "n_train_cells": int(train.n_obs), "n_eval_cells": int(ev.n_obs),
            "cells": {"train": cells_id(train), "seen": cells_id(seen), "eval": cells_id(ev)}}
     out["ll_seen"] = float(iwelbo(m, seen, args, seed).mean())
@@ -211,8 +230,8 @@ def run_papalexi(cls_name, args, seed, split):
     out["ll_untransferred"] = float(ll0.mean())
     lab_ev = ev.obs["perturbation"].astype(str).to_numpy()
     out["ll_untransferred_per_group"] = {g: float(ll0[lab_ev == g].mean()) for g in held}
-    out["transfer"] = _transfer_curve(m, cls_name, pool, ev, args, seed)
-    if cls_name in SPARSE_MODELS:
+    out["transfer"] = _transfer_curve(m, model, pool, ev, args, seed)
+    if model_class(model) in SPARSE_MODELS:
         out["targets"] = targets_of(m)
     out["gene_programs"] = gene_programs(m)
     return out
@@ -226,14 +245,14 @@ def norman_groups(adata):
     return singles, doubles
 
 
-def run_norman(cls_name, args, seed):
+def run_norman(model, args, seed):
     import svae_lite as sl
 
     adata = sl.datasets.norman2019()
     singles, doubles = norman_groups(adata)
     lab = adata.obs["perturbation"].astype(str)
     train = adata[lab.isin(singles + ["control"]).to_numpy()].copy()
-    m, secs = _fit(cls_name, train, args, args.norman_epochs, seed)
+    m, secs = _fit(model, train, args, args.norman_epochs, seed)
     library = float(np.median(np.asarray(train.X.sum(1)).ravel()))
     groups = ["control"] + singles + doubles
     obs = sl.metrics.pseudobulk(adata, groups=groups)
@@ -252,9 +271,9 @@ def run_norman(cls_name, args, seed):
             "control": score(0.0 * o, o),
         }
     fit_singles = {s: score(pred_effect.loc[s], obs_effect.loc[s]) for s in singles}
-    out = {"screen": "norman", "model": cls_name, "seed": seed, "train_seconds": secs,
+    out = {"screen": "norman", "model": model, "seed": seed, "train_seconds": secs,
            "doubles": res, "singles_fit": fit_singles, "cells": {"train": cells_id(train)}}
-    if cls_name in SPARSE_MODELS:
+    if model_class(model) in SPARSE_MODELS:
         tg = targets_of(m)
         out["targets"] = tg
         out["double_targets"] = {d: sorted(set(tg[d.split("+")[0]]) | set(tg[d.split("+")[1]])) for d in doubles}
@@ -262,7 +281,7 @@ def run_norman(cls_name, args, seed):
 
 
 # ---------------------------------------------------------------- McFaline
-def run_mcfaline(cls_name, args, seed, target_line="U87MG"):
+def run_mcfaline(model, args, seed, target_line="U87MG"):
     import svae_lite as sl
 
     adata = sl.datasets.mcfaline2023()
@@ -271,14 +290,14 @@ def run_mcfaline(cls_name, args, seed, target_line="U87MG"):
     new = adata[line == target_line].copy()
     new.obs["perturbation"] = new.obs["perturbation"].astype(str)
     pool, ev = split_pool_eval(new, "perturbation", seed)
-    m, secs = _fit(cls_name, train, args, args.mcfaline_epochs, seed)
-    out = {"screen": "mcfaline", "model": cls_name, "seed": seed, "train_lines": sorted(set(line) - {target_line}),
+    m, secs = _fit(model, train, args, args.mcfaline_epochs, seed)
+    out = {"screen": "mcfaline", "model": model, "seed": seed, "train_lines": sorted(set(line) - {target_line}),
            "target_line": target_line, "train_seconds": secs, "n_eval_cells": int(ev.n_obs),
            "cells": {"train": cells_id(train), "eval": cells_id(ev)}}
     out["ll_control_prior"] = float(iwelbo(m, relabel(ev, "perturbation", value="control"), args, seed).mean())
     out["ll_zero_shot"] = float(iwelbo(m, ev, args, seed).mean())
     prefix = f"{target_line}:"
-    out["transfer"] = _transfer_curve(m, cls_name, relabel(pool, "perturbation", prefix=prefix),
+    out["transfer"] = _transfer_curve(m, model, relabel(pool, "perturbation", prefix=prefix),
                                       relabel(ev, "perturbation", prefix=prefix), args, seed)
     return out
 
@@ -401,7 +420,10 @@ def mcfaline_table(runs):
 
 
 # ---------------------------------------------------------------- paired over seeds
-COMPARISONS = [("SVAEPlus", "iVAE"), ("SVAE", "iVAE")] + [(m, "additive") for m in MODELS]
+COMPARISONS = ([("SVAEPlus", "iVAE"), ("SVAE", "iVAE"),
+                # the prior with the networks held equal, and the networks with the prior held equal
+                ("SVAEPlus", "iVAE/sparse-networks"), ("iVAE/sparse-networks", "iVAE")]
+               + [(m, "additive") for m in MODELS])
 LOWER_IS_BETTER = {"mse_all"}
 
 
@@ -523,6 +545,7 @@ def main(argv=None):
                     help="print the tables of earlier runs (result files of this script) instead of running")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    args.models = check_models(args.models)
     if args.quick:
         args.papalexi_epochs, args.norman_epochs, args.mcfaline_epochs = 2, 5, 5
         args.transfer_epochs, args.n_samples, args.predict_cells = 5, 10, 200

@@ -38,11 +38,6 @@ import _common as C
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("iVAE", "SVAE", "SVAEPlus", "SVAEPlus/no-dense-transfer",
           "iVAE/sparse-networks", "SVAEPlus/dense-networks")
-#: Variants that change the fitted model (the others reuse their model's fit): the network
-#: settings of the sparse presets (no encoder dropout, free bits) given to the iVAE, and
-#: the iVAE's (dropout 0.1, the plain ELBO) given to sVAE+.
-MODEL_KWARGS = {"sparse-networks": {"dropout_rate": 0.0, "kl_free_bits": 0.25},
-                "dense-networks": {"dropout_rate": 0.1, "kl_free_bits": 0.0}}
 
 
 def parse(argv=None):
@@ -111,16 +106,16 @@ def run_seed(args, seed: int) -> list[dict]:
     rows = []
     fitted = {}
     for label in args.models:
-        name, _, variant = label.partition("/")
-        key = label if variant in MODEL_KWARGS else name
+        name, model_kw = C.network_variant(label)
+        key = label if model_kw else name
         if key not in fitted:  # transfer variants reuse their model's fit
-            fitted[key] = fit_model(getattr(sl, name), train, args, seed, MODEL_KWARGS.get(variant, {}))
+            fitted[key] = fit_model(getattr(sl, name), train, args, seed, model_kw)
         model, mcc, fit_s = fitted[key]
         torch.manual_seed(seed)
         seen_iwelbo = model.get_marginal_ll(seen_eval, n_samples=100, return_mean=True)
         for n in args.n_cells:
             fit, ev = split_heldout(big, n, args.n_eval)
-            kw = {"dense_fraction": 0.0} if variant == "no-dense-transfer" else {}
+            kw = {"dense_fraction": 0.0} if label.endswith("/no-dense-transfer") else {}
             new = model.transfer(fit, max_epochs=args.transfer_epochs, seed=seed,
                                  enable_progress_bar=False, **kw)
             torch.manual_seed(seed)

@@ -62,3 +62,18 @@ def test_pairing_problems_name_the_cell_set_that_differs(rd):
     runs = [_papalexi("iVAE", 0, 0.0), _papalexi("SVAEPlus", 0, 1.0, cells="b")]
     (problem,) = rd.pairing_problems(runs)
     assert "seed 0 eval" in problem and "SVAEPlus" in problem
+
+
+def test_network_variant_is_paired_against_both_priors(rd):
+    shifts = {0: 0.5, 1: 0.6, 2: 0.4}
+    runs = [_papalexi("iVAE", s, 0.0) for s in shifts]
+    runs += [_papalexi("iVAE/sparse-networks", s, d) for s, d in shifts.items()]
+    runs += [_papalexi("SVAEPlus", s, 2 * d) for s, d in shifts.items()]
+    rows = {(r["metric"], r["comparison"]): r for r in rd.paired_rows(runs)}
+    nets = rows[("held-out, transfer 10", "iVAE/sparse-networks - iVAE")]
+    prior = rows[("held-out, transfer 10", "SVAEPlus - iVAE/sparse-networks")]
+    assert nets["mean"] == pytest.approx(0.5) and prior["mean"] == pytest.approx(0.5)
+    assert rd.model_class("iVAE/sparse-networks") == "iVAE" and rd.model_class("SVAE") == "SVAE"
+    assert rd.check_models(["iVAE/sparse-networks", "SVAEPlus"]) == ["iVAE/sparse-networks", "SVAEPlus"]
+    with pytest.raises(SystemExit, match="unknown model 'iVAE/sparse'"):
+        rd.check_models(["iVAE/sparse"])
