@@ -30,8 +30,11 @@ settings on three real screens and prints the comparison tables:
 Each (screen, model, seed) is one process with one torch thread (``--jobs`` in parallel).
 The defaults run in about 15-20 minutes on 2 CPU cores; ``--quick`` is a smoke run. With
 several ``--seeds`` the tables show mean +- sd over seeds, and the *paired* tables the mean
-difference over seeds between two models (SVAEPlus - iVAE, SVAE - iVAE; on Norman also
-each model - the additive baseline) with a 95% t interval and a verdict
+difference over seeds between two models (SVAEPlus - iVAE, SVAE - iVAE; with
+``iVAE/sparse-networks`` in ``--models``, the iVAE's prior with the sparse models' network
+settings, also SVAEPlus - iVAE/sparse-networks and iVAE/sparse-networks - iVAE, which split
+sVAE+'s difference into its prior's and its networks' parts; on Norman also each model -
+the additive baseline) with a 95% t interval and a verdict
 (``svae_lite.metrics.paired_difference``). Every model of a seed sees the same data split,
 the same cells and the same random stream for the IWELBO: the runs record a fingerprint of
 each cell set they used (``cells``) and the paired tables check that they agree.
