@@ -172,15 +172,15 @@ for name in models:
     cls = getattr(sl, name)
     model = H.fit(cls, train, sim, n_latent=n_latent, max_epochs=max_epochs, seed=seed,
                   batch_size=batch_size)
-    ll_train = model.get_marginal_ll(reference, n_samples=n_samples).mean()
-    before = model.get_marginal_ll(held_eval_as_control, n_samples=n_samples)
+    ll_train = model.get_marginal_ll(reference, n_samples=n_samples, seed=seed).mean()
+    before = model.get_marginal_ll(held_eval_as_control, n_samples=n_samples, seed=seed)
     if name in ("VAE", "BetaVAE"):
         after = before  # no perturbation-specific parameters: nothing to transfer
     else:
         new = model.transfer(held_fit, max_epochs=transfer_epochs,
                              enable_progress_bar=False)
         transferred[name] = new
-        after = new.get_marginal_ll(held_eval, n_samples=n_samples)
+        after = new.get_marginal_ll(held_eval, n_samples=n_samples, seed=seed)
     rows.append({"model": name, "train cells": ll_train, "held out, before": before.mean(),
                  "held out, after transfer": after.mean()})
     labels = held_eval.obs["perturbation"].to_numpy()

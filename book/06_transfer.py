@@ -156,11 +156,11 @@ def transfer_curve(model, name, pool, scored, cells):
     (as controls) and after transfer from the first ``n`` cells of every perturbation of
     ``pool``, for each ``n`` in ``cells``. Returns the rows and the last transferred
     model."""
-    before = model.get_marginal_ll(as_control(scored), n_samples=n_samples).mean()
+    before = model.get_marginal_ll(as_control(scored), n_samples=n_samples, seed=seed).mean()
     rows = [{"model": f"{name}, before transfer", "n_cells": 0, "log_likelihood": before}]
     for n in cells:
         new = model.transfer(first_n(pool, n), enable_progress_bar=False)
-        ll = new.get_marginal_ll(scored, n_samples=n_samples).mean()
+        ll = new.get_marginal_ll(scored, n_samples=n_samples, seed=seed).mean()
         rows.append({"model": name, "n_cells": n, "log_likelihood": ll})
     print(f"{name:9s} before {before:8.2f}; after, by cells per perturbation: "
           + ", ".join(f"{r['n_cells']}: {r['log_likelihood']:.2f}" for r in rows[1:]))
@@ -472,9 +472,9 @@ for name in ["iVAE", "SVAEPlus"]:
                   {"dataset": "mcfaline2023", "reference": reference_line,
                    "new_line": new_line, "seed": seed},
                   n_latent=small_n_latent, max_epochs=small_max_epochs, seed=seed)
-    before = model.get_marginal_ll(as_control(m_score), n_samples=n_samples).mean()
+    before = model.get_marginal_ll(as_control(m_score), n_samples=n_samples, seed=seed).mean()
     new = model.transfer(m_fit, enable_progress_bar=False)
-    after = new.get_marginal_ll(m_score, n_samples=n_samples).mean()
+    after = new.get_marginal_ll(m_score, n_samples=n_samples, seed=seed).mean()
     mcf_rows.append({"model": name, "before transfer": before, "after transfer": after})
     E = own_effects(new.get_shifts())
     new_rows = [r for r in E.index if r.endswith("@" + new_line)]

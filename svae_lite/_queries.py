@@ -98,27 +98,39 @@ class QueryMixin:
 
     @torch.no_grad()
     def get_marginal_ll(self, adata: AnnData | None = None, n_samples: int = 100,
-                        batch_size: int = 256, return_mean: bool = False):
+                        batch_size: int = 256, return_mean: bool = False,
+                        seed: int | None = None):
         """Importance-weighted log-likelihood log p(x | perturbation, library) per cell (nats).
 
         Uses ``n_samples`` draws from q(z|x) (IWELBO, a lower bound); sparse models use the
         most probable mask, so this bounds log p(x | a, m_MAP), not the likelihood with the
         mask integrated out. Every cell's perturbation must be known to the model (see
-        :meth:`transfer`).
+        :meth:`transfer`). With ``seed`` the draws are seeded (the same numbers whatever ran
+        before, and torch's global random state is left as it was); without it they come
+        from torch's global random state.
 
         Returns
         -------
         array (cells,), or its mean if ``return_mean``.
         """
         n_samples = V.check_positive_int(n_samples, "n_samples")
+        if seed is None:
+            ll = self._marginal_ll(adata, n_samples, batch_size)
+        else:
+            seed = V.check_seed(seed)
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                torch.manual_seed(seed)
+                ll = self._marginal_ll(adata, n_samples, batch_size)
+        return float(ll.mean()) if return_mean else ll
+
+    def _marginal_ll(self, adata, n_samples: int, batch_size: int) -> np.ndarray:
         self.module.eval()
         X, codes = self._counts(adata), self._label_codes(adata)
         out = []
         bs = max(1, batch_size * 100 // max(n_samples, 1))
         for x, c in count_batches(X, codes, bs, self.device):
             out.append(self.module.marginal_ll(x, c, n_samples=n_samples).cpu().numpy())
-        ll = np.concatenate(out)
-        return float(ll.mean()) if return_mean else ll
+        return np.concatenate(out)
 
     def _codes_of(self, name: str) -> list[int]:
         """Codes of a known perturbation or of a combination ``"A+B"`` of known ones."""

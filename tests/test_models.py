@@ -22,6 +22,13 @@ def test_each_model_trains_and_returns_finite_values(cls, small_train):
     assert ll.shape == (small_train.n_obs,) and np.isfinite(ll).all() and (ll < 0).all()
     one = m.get_marginal_ll(n_samples=1)  # one sample: the ELBO's single-sample estimate
     assert one.shape == ll.shape and np.isfinite(one).all()
+    # seeded draws: the same numbers whatever ran before, torch's global state untouched
+    state = torch.get_rng_state()
+    seeded = m.get_marginal_ll(n_samples=5, seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.rand(7)
+    assert np.array_equal(seeded, m.get_marginal_ll(n_samples=5, seed=3))
+    assert not np.array_equal(seeded, m.get_marginal_ll(n_samples=5, seed=4))
     assert "elbo_train" in m.history and len(m.history["elbo_train"]) == 4
     pred = m.predict(["P000", "P000+P001"], n_cells=20)
     assert pred.shape == (2, small_train.n_vars) and np.isfinite(pred.to_numpy()).all()
