@@ -716,43 +716,31 @@ else:
     md += ["", "Transferred masks against the true targets (means over seeds, no "
            "interval): " + "; ".join(masks) + "."]
 
-def five_seed(screen, metric, comparison):
-    """'a - b [interval] (verdict)' from the committed five-seed benchmark, or None."""
+def five_seed_row(screen, metric, comparison):
+    """The committed five-seed benchmark's row for a comparison, or None."""
     if not paired_frames:
         return None
     r = paired_real[(paired_real.screen == BENCHMARKS[screen]) & (paired_real.metric == metric)
                     & (paired_real.comparison == comparison)]
-    if not len(r):
+    return r.iloc[0] if len(r) else None
+
+
+def five_seed(screen, metric, comparison):
+    """'a - b [interval] (verdict)' from the committed five-seed benchmark, or None."""
+    r = five_seed_row(screen, metric, comparison)
+    if r is None:
         return None
-    r = r.iloc[0]
     verdict = {"a > b": "higher", "a < b": "lower", "tie": "a tie"}[r.verdict]
     return (f"{comparison} {r['a - b [95% interval]']} over {r.n} seeds ({verdict}; "
             f"{r.better} is better)")
 
 
-md.append("")
-r_small, r_large = min(real_transfer_cells), max(real_transfer_cells)
-md.append(f"**Few cells, real screen** (Papalexi, IFN-gamma pathway held out; one seed, "
-          f"{real_max_epochs} epochs).")
-md += ["- " + s for s in curve_bullets(real_curve, real_models, r_small, r_large,
-                                       "cells per knockout")]
-if real_shared_pairs is not None:
-    k, n_pp, d = real_shared_pairs
-    if not any(real_targets_per_ko.values()):
-        md.append(f"- The transferred {nm(sparse_real[-1])} masks switch on NO latent "
-                  f"(P > 0.5) for any of the {len(real_targets_per_ko)} knockouts: in this "
-                  f"run, transfer learned no mechanism for the pathway.")
-    else:
-        md.append(f"- The transferred {nm(sparse_real[-1])} masks switch on "
-                  + ", ".join(f"{g} {c}" for g, c in real_targets_per_ko.items())
-                  + f" of {d} latents; {k} of the {n_pp} pairs of pathway knockouts share "
-                  f"at least one latent (one seed; there are no true targets to score).")
 lines = [five_seed("real_paired_papalexi_ifng", "held-out, transfer 10", c)
          for c in ("SVAEPlus - iVAE", "SVAEPlus - iVAE/sparse-networks", "iVAE/sparse-networks - iVAE")]
 if all(lines):
-    nets = paired_real[(paired_real.screen == BENCHMARKS["real_paired_papalexi_ifng"])
-                       & (paired_real.metric == "held-out, transfer 10")].set_index("comparison")
-    prior_wins = nets.loc["SVAEPlus - iVAE/sparse-networks", "verdict"] == "a > b"
+    prior = five_seed_row("real_paired_papalexi_ifng", "held-out, transfer 10",
+                          "SVAEPlus - iVAE/sparse-networks")
+    prior_wins = prior.verdict == "a > b"
     md.append("- The five-seed benchmark (held-out log-likelihood after transfer from 10 cells "
               "per knockout): " + "; ".join(lines) + ". iVAE/sparse-networks is the iVAE with "
               "sVAE+'s network settings (no encoder dropout, free bits), so the second "

@@ -134,27 +134,28 @@ def full_scale_means():
 full = full_scale_means()
 
 
+def full_column(m, col):
+    """(model, column) of the committed full-scale runs holding ``col`` for representation
+    ``m``: ``ROT`` is the iVAE's ``rotated_`` column."""
+    return ("iVAE", f"rotated_{col}") if m == ROT else (m, col)
+
+
 def also_full(a, b, col="mcc", what="MCC"):
     """'; full scale (committed): a x vs b y' when the committed runs have both numbers."""
     def value(m):
-        if m == ROT:
-            m, c = "iVAE", f"rotated_{col}"
-        else:
-            c = col
+        m, c = full_column(m, col)
         return full.loc[m, c] if m in full.index and c in full and pd.notna(full.loc[m, c]) else None
     va, vb = value(a), value(b)
     if va is None or vb is None:
         return ""
-    seeds = full.loc[a if a != ROT else "iVAE", "seeds"]
+    seeds = full.loc[full_column(a, col)[0], "seeds"]
     return f"; full scale, committed ({what}, seeds {seeds}): {a} {va:.2f} vs {b} {vb:.2f}"
 
 
 def full_paired(a, b, col="mcc_control"):
-    """The paired difference a - b of ``col`` over the committed full-scale fresh seeds
-    (``ROT``: the iVAE's ``rotated_`` column); None with fewer than 5 such seeds."""
-    def key(m):
-        return ("iVAE", f"rotated_{col}") if m == ROT else (m, col)
-    return H.full_scale_paired(key(a), key(b), min_seeds=5)
+    """The paired difference a - b of ``col`` over the committed full-scale fresh seeds;
+    None with fewer than 5 such seeds."""
+    return H.full_scale_paired(full_column(a, col), full_column(b, col), min_seeds=5)
 
 
 def cell_claim(text, a, b):

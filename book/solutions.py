@@ -479,7 +479,8 @@ scores3.round(3)
 # reliably their MCC; the sparse models need the epochs, because half of them are the dense
 # warm-up and the masks only start to train after the alignment step. Expect sVAE and sVAE+
 # to stay ahead of the others and to close part of their gap to the count-noise ceiling
-# (the chapter's cell-level table gives it; its full-scale section the reference numbers). Whether training had converged can be read from the loss itself, as here for
+# (the chapter's cell-level table gives it; its full-scale section the reference
+# numbers). Whether training had converged can be read from the loss itself, as here for
 # the tiny fits:
 
 # %%
