@@ -148,8 +148,12 @@ def also_full(a, b, col="mcc", what="MCC"):
     va, vb = value(a), value(b)
     if va is None or vb is None:
         return ""
-    seeds = full.loc[full_column(a, col)[0], "seeds"]
-    return f"; full scale, committed ({what}, seeds {seeds}): {a} {va:.2f} vs {b} {vb:.2f}"
+    sa, sb = (full.loc[full_column(m, col)[0], "seeds"] for m in (a, b))
+    if sa == sb:
+        return f"; full scale, committed ({what}, seeds {sa}): {a} {va:.2f} vs {b} {vb:.2f}"
+    # the means are over different seeds: say which
+    return (f"; full scale, committed ({what}): {a} {va:.2f} (seeds {sa}) vs {b} {vb:.2f} "
+            f"(seeds {sb})")
 
 
 def full_paired(a, b, col="mcc_control"):
