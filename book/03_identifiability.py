@@ -515,18 +515,18 @@ build = scores.groupby("model", sort=False).agg(
     F1=("target_f1", lambda x: f"{x.mean():.3f}" if x.notna().any() else "-"))
 print(f"this build ({'full' if FULL else 'CI'} scale: d={n_latent}, "
       f"{n_perturbations - n_heldout} training perturbations, seeds {seeds}):")
-print(build.to_string())
+display(build)
 if full_table is None:
     print("no committed full-scale results in this checkout")
 else:
-    print("\ncommitted full-scale results (d=15, 80 training perturbations x 500 cells):")
-    print(full_table.to_string())
+    print("committed full-scale results (d=15, 80 training perturbations x 500 cells):")
+    display(full_table)
 
 
 gain = H.full_scale_paired(("SVAEPlus", "mcc_control"), ("iVAE", "rotated_mcc_control"))
 if gain is not None:
-    print(f"\nfull scale, control-cell MCC, sVAE+ minus iVAE + sparsest rotation, paired over "
-          f"{gain['n']} fresh seeds: {gain['mean']:+.3f} [{gain['low']:+.3f}, "
+    print(f"full scale, control-cell MCC, sVAE+ minus iVAE + sparsest rotation,\n"
+          f"paired over {gain['n']} fresh seeds: {gain['mean']:+.3f} [{gain['low']:+.3f}, "
           f"{gain['high']:+.3f}] (95% interval; {gain['verdict']})")
 
 # %% [markdown]
