@@ -513,16 +513,16 @@ full_table = full_scale_table()
 build = scores.groupby("model", sort=False).agg(
     MCC=("mcc", lambda x: f"{x.mean():.3f}"),
     F1=("target_f1", lambda x: f"{x.mean():.3f}" if x.notna().any() else "-"))
-print(f"this build ({'full' if FULL else 'CI'} scale: d={n_latent}, "
-      f"{n_perturbations - n_heldout} training perturbations, seeds {seeds}):")
-display(build)
+display(build.style.set_caption(
+    f"this build ({'full' if FULL else 'CI'} scale: d={n_latent}, "
+    f"{n_perturbations - n_heldout} training perturbations, seeds {seeds})"))
 if full_table is None:
     print("no committed full-scale results in this checkout")
 else:
-    print("committed full-scale results (d=15, 80 training perturbations x 500 cells):")
-    display(full_table)
+    display(full_table.style.set_caption(
+        "committed full-scale results (d=15, 80 training perturbations x 500 cells)"))
 
-
+# %%
 gain = H.full_scale_paired(("SVAEPlus", "mcc_control"), ("iVAE", "rotated_mcc_control"))
 if gain is not None:
     print(f"full scale, control-cell MCC, sVAE+ minus iVAE + sparsest rotation,\n"
