@@ -170,7 +170,7 @@ class DenseShift(StandardNormal):
         self.log_scale.zero_()
 
 
-PENALTY_SCALES = ("dataset", "cells", "log_cells")
+PENALTY_SCALES = ("dataset", "cells", "log_cells", "lead_log_cells")
 
 
 class SparseShift(DenseShift):
@@ -205,6 +205,11 @@ class SparseShift(DenseShift):
         perturbation's row is paid log(n) times, n its cells in the data being fitted: the
         evidence an entry needs grows like log n while the evidence of a real shift grows
         like n (as in BIC), so a weak effect that many cells support can stay on.
+        ``"lead_log_cells"``: each row's lead entry (the latent of its largest |shift|) pays
+        log(n) times, every other entry n times: a perturbation's main effect needs only
+        evidence that grows with its cells, while each further target must be large in
+        every cell (about one control SD), which keeps off the small spurious shifts that a
+        strong main effect leaves on other latents of an imperfect latent space.
     penalty_weight
         Multiplies -log p(m) (after ``penalty_scale``): with ``penalty_scale="cells"`` an
         active entry then costs about ``penalty_weight`` times its prior code length (nats)
@@ -282,24 +287,33 @@ class SparseShift(DenseShift):
         rows = self.is_perturbed.squeeze(1).bool()
         logit = self.mask_logit[rows]
         p = torch.sigmoid(logit)
-        weight = self.penalty_weight * self._row_weights(cells_per_label, rows, p)
+        weight = self.penalty_weight * self._entry_weights(cells_per_label, rows)
         if self.penalty_kind == "l0":
-            return self.sparsity * (weight * p.sum(1)).sum()
+            return self.sparsity * (weight * p).sum()
         neg_entropy = (p * F.logsigmoid(logit) + (1 - p) * F.logsigmoid(-logit)).sum()
         m = self._sample[rows] if self._uses_sample() else p
         if self.penalty_scale == "dataset":
             return neg_entropy - self.penalty_weight * self._log_prior_joint(m)
-        return neg_entropy - (weight * self._log_prior_rows(m)).sum()
+        return neg_entropy - (weight * self._log_prior_entries(m)).sum()
 
-    def _row_weights(self, cells_per_label, rows, p):
-        """How many times each fitted row pays its prior code length (``penalty_scale``):
-        once ("dataset"), n ("cells") or log(n) ("log_cells") for a row of n cells."""
+    def _entry_weights(self, cells_per_label, rows):
+        """How many times each entry of the fitted rows pays its prior code length
+        (``penalty_scale``), (fitted rows, d): once ("dataset"), n ("cells") or log(n)
+        ("log_cells") for a row of n cells; "lead_log_cells": log(n) for the row's largest
+        |shift|, n for the others. Rows with no cells (not fitted) pay nothing."""
+        shape = (int(rows.sum()), self.n_latent)
+        dtype, device = self.mask_logit.dtype, self.mask_logit.device
         if self.penalty_scale == "dataset":
-            return torch.ones(p.shape[0], dtype=p.dtype, device=p.device)
-        n = torch.as_tensor(cells_per_label, dtype=p.dtype, device=p.device).expand(rows.shape[0])[rows]
+            return torch.ones(shape, dtype=dtype, device=device)
+        n = torch.as_tensor(cells_per_label, dtype=dtype, device=device).expand(rows.shape[0])[rows]
+        n = n.unsqueeze(1).expand(shape)
+        log_n = torch.log(n.clamp(min=1.0))
         if self.penalty_scale == "cells":
             return n
-        return torch.log(n.clamp(min=1.0))  # rows with no cells (not fitted) pay nothing
+        if self.penalty_scale == "log_cells":
+            return log_n
+        lead = F.one_hot(self.shift[rows].detach().abs().argmax(1), self.n_latent).bool()
+        return torch.where(lead, log_n, n)
 
     def _uses_sample(self) -> bool:
         return self.training and self.estimator == "gumbel" and self._sample is not None
@@ -312,15 +326,15 @@ class SparseShift(DenseShift):
         return (_log_beta(a + n_on, b + K - n_on)
                 - math.lgamma(a) - math.lgamma(b) + math.lgamma(a + b)).sum()
 
-    def _log_prior_rows(self, m):
-        """log p(m_k | m_-k) of every row k (K,): under the integrated Beta(1, b) prior each
-        entry is on with probability (1 + n_-kj) / (1 + b + K - 1), n_-kj the other rows'
-        active entries on latent j. For a row added to fixed rows (transfer) this is the
-        exact increment of the joint code length."""
+    def _log_prior_entries(self, m):
+        """log p(m_kj | m_-k) of every entry (K, d): under the integrated Beta(1, b) prior
+        each entry is on with probability (1 + n_-kj) / (1 + b + K - 1), n_-kj the other
+        rows' active entries on latent j. Summed over a row added to fixed rows (transfer),
+        this is the exact increment of the joint code length."""
         K = m.shape[0]
         a, b = 1.0, self.sparsity
         pi = (a + m.sum(0, keepdim=True) - m) / (a + b + K - 1)
-        return (m * torch.log(pi) + (1 - m) * torch.log1p(-pi)).sum(1)
+        return m * torch.log(pi) + (1 - m) * torch.log1p(-pi)
 
     def intervention_probabilities(self):
         if bool(self.dense):

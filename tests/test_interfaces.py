@@ -78,6 +78,24 @@ def test_tempered_penalty_uses_cells_per_label_only_when_asked():
         SparseShift(5, 3, 0, penalty_scale="cell")
 
 
+def test_lead_log_cells_prices_the_largest_shift_of_a_row_like_log_cells():
+    """lead_log_cells: each row's largest |shift| pays log(n) times, the others n times."""
+    def pen(scale, cells, lead_only):
+        p = SparseShift(3, 3, 0, penalty="l0", sparsity=1.0, penalty_scale=scale)
+        with torch.no_grad():
+            p.shift.copy_(torch.tensor([[0.0, 0.0, 0.0], [0.2, -3.0, 0.5], [1.0, 0.1, 0.0]]))
+            # only the lead entries on (rows 1 and 2: latents 1 and 0), or every entry on
+            on = torch.tensor([[9.0, 9.0, 9.0], [-30, 30, -30], [30, -30, -30]])
+            p.mask_logit.copy_(on if lead_only else torch.full((3, 3), 30.0))
+        return float(p.penalty(cells_per_label=cells))
+
+    n = np.e ** 4
+    assert pen("lead_log_cells", n, True) == pytest.approx(pen("log_cells", n, True), rel=1e-6)
+    assert pen("lead_log_cells", n, True) == pytest.approx(2 * 4.0, rel=1e-6)
+    # the four non-lead entries pay n each on top of the leads' log(n)
+    assert pen("lead_log_cells", n, False) == pytest.approx(2 * 4.0 + 4 * n, rel=1e-6)
+
+
 # ---------------------------------------------------------------- module
 def test_freeze_shared_trains_only_the_new_rows(small_train):
     sl.iVAE.setup_anndata(small_train)
@@ -174,7 +192,7 @@ def _penalty_per_cell_of_row(prior, cells, k):
     """A row's share of the tempered mask penalty, per cell of its perturbation."""
     rows = prior.is_perturbed.squeeze(1).bool()
     m = torch.sigmoid(prior.mask_logit[rows])
-    share = -prior.penalty_weight * prior._log_prior_rows(m)
+    share = -prior.penalty_weight * prior._log_prior_entries(m).sum(1)
     return float(share[k - 1])  # row k is the (k-1)-th perturbed row (control is row 0)
 
 
