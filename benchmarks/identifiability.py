@@ -74,8 +74,8 @@ VARIANTS = {
     # the mask prior paid log(n) times per perturbation of n cells instead of n times
     "SVAEPlus/log-cells-1": ("SVAEPlus", {"penalty_scale": "log_cells", "penalty_weight": 1.0}, {}),
     "SVAEPlus/log-cells-3": ("SVAEPlus", {"penalty_scale": "log_cells", "penalty_weight": 3.0}, {}),
-    # a perturbation's largest shift paid log(n) times, its other entries n times
-    "SVAEPlus/lead-log-cells": ("SVAEPlus", {"penalty_scale": "lead_log_cells"}, {}),
+    # every mask entry paid per cell (sVAE+'s former default; now "lead_log_cells")
+    "SVAEPlus/cells-penalty": ("SVAEPlus", {"penalty_scale": "cells"}, {}),
     "SVAEPlus/oracle-masks": ("SVAEPlus", {}, {"dense_fraction": 0.0}),
     # the sparse models with encoder dropout and without free bits (their defaults: 0 and 0.25)
     "SVAEPlus/dropout-no-free-bits": ("SVAEPlus", {"dropout_rate": 0.1, "kl_free_bits": 0.0}, {}),
