@@ -51,21 +51,6 @@ def parse(argv=None):
     return ap.parse_args(argv)
 
 
-def capped(adata, max_cells: int, max_control: int, seed: int):
-    """At most ``max_cells`` cells per knockout and ``max_control`` controls (0: all),
-    drawn at random with ``seed``."""
-    rng = np.random.default_rng(seed)
-    lab = adata.obs["perturbation"].astype(str).to_numpy()
-    keep = []
-    for p in pd.unique(lab):
-        idx = np.flatnonzero(lab == p)
-        cap = max_control if p == "control" else max_cells
-        keep.append(rng.permutation(idx)[:cap] if cap else idx)
-    out = adata[np.sort(np.concatenate(keep))].copy()
-    out.obs["perturbation"] = out.obs["perturbation"].astype(str).astype("category")
-    return out
-
-
 def diagnose(label, data, observed, args) -> pd.DataFrame:
     import svae_lite as sl
 
@@ -105,7 +90,9 @@ def main(argv=None):
 
     torch.set_num_threads(1)
     sl.quiet(all_warnings=True)
-    data = capped(sl.datasets.papalexi2021(), args.max_cells, args.max_control, args.seed)
+    # the same cells as chapter 5 with the same seed
+    data = sl.datasets.cap_cells(sl.datasets.papalexi2021(), args.max_cells, args.max_control, args.seed)
+    data.obs["perturbation"] = data.obs["perturbation"].astype(str).astype("category")
     bulk = sl.metrics.pseudobulk(data)
     observed = bulk.drop(index="control") - bulk.loc["control"]
     pathway = set(sl.datasets.PAPALEXI_IFNG_PATHWAY)

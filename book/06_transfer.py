@@ -277,7 +277,7 @@ else:
 papalexi = sl.datasets.papalexi2021(data_dir=data_dir)
 pathway = list(sl.datasets.PAPALEXI_IFNG_PATHWAY)
 rng = np.random.default_rng(seed)
-papalexi = H.cap_cells(papalexi, real_max_cells, real_max_control, rng)
+papalexi = sl.datasets.cap_cells(papalexi, real_max_cells, real_max_control, rng)
 in_pathway = papalexi.obs["perturbation"].isin(pathway).to_numpy()
 p_train, p_held = papalexi[~in_pathway].copy(), papalexi[in_pathway].copy()
 for a in (p_train, p_held):

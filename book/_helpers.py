@@ -5,7 +5,6 @@
   ``parameters`` cell.
 - :func:`fit`: train a model with the public API, cached under ``_build/cache`` so that a
   model trained in one chapter is reused (not retrained) by the next ones.
-- :func:`cap_cells`: subsample a screen to at most so many cells per perturbation.
 - :func:`save_results` / :func:`load_results`: the numbers each chapter measured, as JSON
   under ``_build/results``, read by the closing chapter.
 
@@ -521,20 +520,6 @@ def benchmark_paired(name: str) -> tuple[list, dict]:
     meta_path = path.with_suffix(".meta.json")
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     return json.loads(path.read_text()).get("paired", []), meta
-
-
-def cap_cells(adata, max_cells: int, max_control: int, rng):
-    """A copy of ``adata`` with at most ``max_cells`` random cells of every perturbation and
-    at most ``max_control`` control cells (0: keep them all), in their original order.
-
-    ``rng`` is a seed or a ``numpy.random.Generator`` (whose stream later draws continue).
-    """
-    rng = np.random.default_rng(rng)
-    keep = []
-    for p, idx in adata.obs.groupby("perturbation", observed=True).indices.items():
-        cap = max_control if p == "control" else max_cells
-        keep.append(idx if not cap or idx.size <= cap else rng.choice(idx, size=cap, replace=False))
-    return adata[np.sort(np.concatenate(keep))].copy()
 
 
 def elapsed(t0: float | None = None) -> str:

@@ -847,7 +847,7 @@ print(f"  SVAE_LITE_FULL=1 jupytext --to ipynb --output - book/05_real_data.py |
 # cells; the observed effect is the IFNGR1 knockout's log fold change over all its cells.
 
 # %%
-data5 = H.cap_cells(papalexi, 40, 200, rng=0)
+data5 = sl.datasets.cap_cells(papalexi, 40, 200, seed=0)
 data5.obs["perturbation"] = data5.obs["perturbation"].astype(str).astype("category")
 m5 = fit(sl.SVAEPlus, data5, n_latent=10, max_epochs=15)
 targets5 = m5.get_intervention_targets()

@@ -4,7 +4,6 @@ import sys
 import time
 from pathlib import Path
 
-import anndata as ad
 import matplotlib
 import numpy as np
 import pandas as pd
@@ -135,19 +134,6 @@ def test_source_hash_covers_subpackages(tmp_path, monkeypatch):
     assert H._source_hash() == h0
     (pkg / "datasets" / "loaders.py").write_text("A = 2\n")
     assert H._source_hash() != h0
-
-
-def test_cap_cells():
-    labels = ["control"] * 10 + ["A"] * 6 + ["B"] * 2
-    adata = ad.AnnData(np.arange(18, dtype=np.float32).reshape(18, 1),
-                       obs=pd.DataFrame({"perturbation": pd.Categorical(labels)},
-                                        index=[f"c{i}" for i in range(18)]))
-    out = H.cap_cells(adata, max_cells=3, max_control=4, rng=0)
-    assert out.obs["perturbation"].value_counts().to_dict() == {"control": 4, "A": 3, "B": 2}
-    assert list(out.X[:, 0]) == sorted(out.X[:, 0])  # original order kept
-    again = H.cap_cells(adata, 3, 4, rng=np.random.default_rng(0))
-    assert list(again.obs_names) == list(out.obs_names)
-    assert H.cap_cells(adata, 0, 0, rng=0).n_obs == 18  # 0: keep all
 
 
 # ------------------------------------------------------------------- the book's simulation

@@ -335,3 +335,26 @@ def test_replogle_errors_are_clear(tmp_path):
     _fake_replogle(path)
     with pytest.raises(ValueError, match="No perturbation changes"):
         D.replogle2022(path, min_de_genes=1000)
+
+
+def test_cap_cells():
+    labels = ["control"] * 10 + ["A"] * 6 + ["B"] * 2
+    adata = AnnData(np.arange(18, dtype=np.float32).reshape(18, 1),
+                       obs=pd.DataFrame({"perturbation": pd.Categorical(labels)},
+                                        index=[f"c{i}" for i in range(18)]))
+    out = sl.datasets.cap_cells(adata, max_cells=3, max_control=4, seed=0)
+    assert out.obs["perturbation"].value_counts().to_dict() == {"control": 4, "A": 3, "B": 2}
+    assert list(out.X[:, 0]) == sorted(out.X[:, 0])  # original order kept
+    again = sl.datasets.cap_cells(adata, 3, 4, seed=np.random.default_rng(0))
+    assert list(again.obs_names) == list(out.obs_names)
+    assert sl.datasets.cap_cells(adata, 0, 0, seed=0).n_obs == 18  # 0: keep all
+
+
+def test_cap_cells_names_a_bad_argument():
+    adata = AnnData(np.zeros((3, 1), dtype=np.float32),
+                       obs=pd.DataFrame({"perturbation": pd.Categorical(["control", "A", "A"])},
+                                        index=["a", "b", "c"]))
+    with pytest.raises(ValueError, match="max_cells=-1"):
+        sl.datasets.cap_cells(adata, -1, 0, seed=0)
+    with pytest.raises(KeyError, match="'guide'"):
+        sl.datasets.cap_cells(adata, 1, 1, seed=0, key="guide")

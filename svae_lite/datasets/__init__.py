@@ -38,12 +38,13 @@ Preprocessing
 -------------
 :func:`preprocess` applies the usual quality control and, optionally, selects highly
 variable genes on the counts (scanpy's ``flavor="seurat_v3"``), keeping raw counts in
-``X`` as the models need.
+``X`` as the models need. :func:`cap_cells` subsamples a screen to at most so many cells
+per perturbation (the book's CI scale and the benchmarks use it with the same seed).
 """
 from ._files import ENV_VAR, REGISTRY, ChecksumError, DownloadError, RegisteredFile, fetch, get_data_dir
 from ._papalexi import PAPALEXI_IFNG_PATHWAY, papalexi2021
 from ._perturbench import mcfaline2023, norman2019
-from ._preprocess import preprocess, recover_counts
+from ._preprocess import cap_cells, preprocess, recover_counts
 from ._replogle import replogle2022
 
 __all__ = [
@@ -60,5 +61,6 @@ __all__ = [
     "replogle2022",
     "preprocess",
     "recover_counts",
+    "cap_cells",
     "PAPALEXI_IFNG_PATHWAY",
 ]

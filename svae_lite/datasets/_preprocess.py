@@ -155,3 +155,24 @@ def preprocess(adata: AnnData, min_counts_per_cell: int = 1, min_genes_per_cell:
     }
     logger.info("preprocess: %s", report)
     return a
+
+
+def cap_cells(adata: AnnData, max_cells: int, max_control: int, seed, key: str = "perturbation") -> AnnData:
+    """A copy of ``adata`` with at most ``max_cells`` random cells of every perturbation and
+    at most ``max_control`` control cells (0: keep them all), in their original order.
+
+    ``seed`` is an int or a ``numpy.random.Generator`` (whose stream later draws continue);
+    the same seed gives the same cells, so the book's chapters and the benchmarks that cap
+    a screen with one seed fit the same cells. ``obs[key]`` keeps its categories.
+    """
+    if key not in adata.obs:
+        raise KeyError(f"cap_cells: adata.obs has no column {key!r}.")
+    for name, value in (("max_cells", max_cells), ("max_control", max_control)):
+        if int(value) != value or value < 0:
+            raise ValueError(f"cap_cells: {name}={value!r} must be a whole number >= 0 (0: keep all).")
+    rng = np.random.default_rng(seed)
+    keep = []
+    for p, idx in adata.obs.groupby(key, observed=True).indices.items():
+        cap = max_control if p == CONTROL else max_cells
+        keep.append(idx if not cap or idx.size <= cap else rng.choice(idx, size=cap, replace=False))
+    return adata[np.sort(np.concatenate(keep))].copy()
