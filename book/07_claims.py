@@ -304,6 +304,18 @@ if key in sim5:
           "not testable" if abs(b) < 1e-9 else yes_no(w > b + margin),
           f"within - between > {margin}; not testable when the model gives the other "
           "knockouts no shift at all (their similarity is 0 by construction)")
+strongest = c5.get("targets_of_strongest")
+if strongest:
+    hit = [k for k, n in strongest.items() if n > 0]
+    missed = ", ".join(k for k in strongest if k not in hit) or "none"
+    claim(f"(beyond the paper) Knockouts with clear observed effects get targets "
+          f"({c5['main_model']})",
+          "real data (Papalexi 2021, chapter 5)",
+          f"{len(hit)} of the {len(strongest)} knockouts with the largest observed effects "
+          f"have a target (P > 0.5); without: {missed}",
+          yes_no(len(hit) >= 0.75 * len(strongest)),
+          "yes when at least three quarters of them get a target (one seed: a count, "
+          "not a comparison)")
 nm = c6["norman"]
 norman_paired, _ = H.benchmark_paired("real_paired_norman")
 norman_p = {(p["metric"], p["comparison"]): p for p in norman_paired}
