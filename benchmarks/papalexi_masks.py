@@ -12,6 +12,10 @@ reports, for every knockout:
 - ``pred_obs_r``: Pearson r of its predicted and observed log fold changes on all genes,
   both on the pseudobulk scale (``sl.metrics.log_expression`` of ``model.predict``).
 
+``--seed`` draws the cells (``sl.datasets.cap_cells``: the same cells as chapter 5 with the
+same seed) and seeds the training; results of several seeds are concatenated with their
+``seed`` column.
+
     python benchmarks/papalexi_masks.py --max-cells 150 --max-control 600
 """
 from __future__ import annotations
@@ -78,6 +82,7 @@ def diagnose(label, data, observed, args) -> pd.DataFrame:
     out["pred_obs_r"] = [sl.metrics.effect_scores(pred_lfc.loc[p], observed.loc[p])["pearson_all"]
                          for p in knockouts]
     out["variant"] = label
+    out["seed"] = args.seed
     return out.rename_axis("knockout").reset_index()
 
 
