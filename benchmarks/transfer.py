@@ -150,6 +150,8 @@ def paired(df: pd.DataFrame, metric: str, a: str, b: str) -> pd.DataFrame:
     import svae_lite as sl
 
     wide = df.pivot_table(index=["n_cells", "seed"], columns="model", values=metric)
+    if not {a, b} <= set(wide.columns):  # a model without this metric (rows of an older run)
+        return pd.DataFrame()
     out = []
     for n, g in wide.groupby(level=0):
         g = g[[a, b]].dropna()
