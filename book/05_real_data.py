@@ -344,15 +344,17 @@ if df is not None:
         "knockouts with a target": first[first.n_targets > 0].groupby("variant").size(),
         "of them outside the pathway": pd.Series({v: ", ".join(k) or "none"
                                                   for v, k in gained.items()})}))
-    # every seed: in how many does each of the strongest knockouts get a target?
+    # every seed: in how many does each of the strongest knockouts get a target? (the
+    # prices run on every seed of the file)
+    n_mask_seeds = masks.seed.nunique()
+    on_all = masks.groupby("variant").seed.transform("nunique") == n_mask_seeds
     strongest_masks = (masks.groupby("knockout").observed_effect.mean()
                        .sort_values(ascending=False).index[:8])
-    seeds_with_target = (masks[masks.knockout.isin(strongest_masks)]
+    seeds_with_target = (masks[on_all & masks.knockout.isin(strongest_masks)]
                          .assign(with_target=lambda d: d.n_targets > 0)
                          .pivot_table(index="knockout", columns="variant",
                                       values="with_target", aggfunc="sum")
                          .loc[strongest_masks].astype(int))
-    n_mask_seeds = masks.seed.nunique()
     display(seeds_with_target.style.set_caption(
         f"Seeds (of {n_mask_seeds}) in which each of the 8 knockouts with the largest "
         "observed effects gets a target, per mask price"))
