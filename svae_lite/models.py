@@ -356,7 +356,8 @@ class SVAEPlus(ShiftModel):
     the small spurious shifts that a strong effect leaves on other latents. The lead entry
     needs only evidence that grows with n, so a knockout whose only effect is weak in the
     latent space still gets its target (benchmarks/README.md, "Which Papalexi knockouts get
-    targets"). ``penalty_scale="cells"`` prices every entry per cell, ``"log_cells"`` log(n) times.
+    targets"). ``penalty_scale="cells"`` prices every entry per cell, ``"log_cells"`` every
+    entry log(n) times.
 
     The networks train without encoder dropout (``dropout_rate=0``) and with free bits
     (``kl_free_bits=0.25`` nats per latent and cell), so that a latent which few training
