@@ -302,8 +302,9 @@ if key in sim5:
           f"shift cosine within IFN-gamma pathway {w:+.2f} vs to others {b:+.2f} "
           f"(observed expression: {o['within pathway']:+.2f} vs {o['pathway vs others']:+.2f})",
           "not testable" if abs(b) < 1e-9 else yes_no(w > b + margin),
-          f"within - between > {margin}; not testable when the model gives the other "
-          "knockouts no shift at all (their similarity is 0 by construction)")
+          f"within - between > {margin}; not testable when pathway vs others is exactly 0: "
+          "the other knockouts' shifts are zero or on latents the pathway does not use, "
+          "and a cosine of 0 cannot tell those apart")
 strongest = c5.get("targets_of_strongest")
 if strongest:
     hit = [k for k, n in strongest.items() if n > 0]
