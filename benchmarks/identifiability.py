@@ -74,7 +74,7 @@ VARIANTS = {
     # the mask prior paid log(n) times per perturbation of n cells instead of n times
     "SVAEPlus/log-cells-1": ("SVAEPlus", {"penalty_scale": "log_cells", "penalty_weight": 1.0}, {}),
     "SVAEPlus/log-cells-3": ("SVAEPlus", {"penalty_scale": "log_cells", "penalty_weight": 3.0}, {}),
-    # every mask entry paid per cell (sVAE+'s former default; now "lead_log_cells")
+    # every mask entry paid per cell (the default, "lead_log_cells", pays the lead entry log n times)
     "SVAEPlus/cells-penalty": ("SVAEPlus", {"penalty_scale": "cells"}, {}),
     "SVAEPlus/oracle-masks": ("SVAEPlus", {}, {"dense_fraction": 0.0}),
     # the sparse models with encoder dropout and without free bits (their defaults: 0 and 0.25)
