@@ -509,8 +509,8 @@ def full_scale_precision():
         return ""
     parts = ", ".join(f"{v} {runs[k]:.2f}" for k, v in labels.items())
     return (f" (target precision at the simulator's full scale: {parts}; seed "
-            f"{int(log_runs.seed.iloc[0])}; benchmarks/README.md, 'A mask price that grows "
-            "like log n')")
+            f"{int(log_runs.seed.iloc[0])}; benchmarks/README.md, 'The price of a mask "
+            "entry')")
 
 
 def with_targets(variant):
@@ -519,10 +519,15 @@ def with_targets(variant):
 
 
 if masks is not None and {"default", "cells-penalty", "log-cells-1"} <= set(gained):
-    n_none = int((masks[masks.variant == "default"].n_targets == 0).sum())
-    saw.append("The committed mask-price diagnostic (seed 0, same cells): outside the "
-               f"pathway, the default gives {with_targets('default')} a target and "
-               f"{n_none} knockouts none; pricing every entry per cell "
+    n_none = int((first[first.variant == "default"].n_targets == 0).sum())
+    mask_seed = int(first.seed.iloc[0])
+    same = (mask_seed, max_cells_per_perturbation, max_control_cells) == (seed, 150, 600)
+    saw.append(f"The committed mask-price diagnostic (seed {mask_seed}, "
+               + ("the same cells as this chapter" if same else "other cells than this chapter")
+               + ", default training): outside the "
+               f"pathway, the default gives {with_targets('default')} a target ({n_none} of "
+               f"all {int((first.variant == 'default').sum())} knockouts get none); pricing "
+               "every entry per cell "
                f"(`cells-penalty`) gives {with_targets('cells-penalty')} a target, and "
                f"every entry log(n) times (`log-cells-1`) {with_targets('log-cells-1')}. "
                "Pricing only the lead entry by log(n) keeps the side entries' per-cell "
