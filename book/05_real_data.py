@@ -31,9 +31,9 @@
 # {term}`CRISPR knockout <CRISPR knockout, CRISPRi, CRISPRa>`, {term}`control cells <Control cells>`
 # and {term}`intervention target <Intervention target>`; basic scanpy; no PyTorch.
 #
-# **Run time.** About 5 minutes at CI scale (340 s in the book's CI build of 2026-12-07, one
-# CPU thread on a 2-core machine shared with other jobs; a busy machine can take 2-3 times as
-# long): 2 fits of 400 epochs on about 4,200 cells, plus a 1.4 MB download on first use.
+# **Run time.** About 4 minutes at CI scale (245 s in the book's CI build of 2026-12-07, one
+# CPU thread on a 2-core machine; a busy machine can take 2-3 times as long): 2 fits of 400
+# epochs on about 4,200 cells, plus a 1.4 MB download on first use.
 # Full scale: roughly 10 minutes per model on one CPU core (about 1.75 s per epoch,
 # `benchmarks/README.md`).
 # :::
