@@ -355,7 +355,7 @@ class SVAEPlus(ShiftModel):
     (a shift of delta SDs improves a cell's fit by about delta^2 / 2 nats), which keeps off
     the small spurious shifts that a strong effect leaves on other latents. The lead entry
     needs only evidence that grows with n, so a knockout whose only effect is weak in the
-    latent space still gets its target (benchmarks/README.md, "Which Papalexi knockouts get
+    latent space can still get its target (benchmarks/README.md, "Which Papalexi knockouts get
     targets"). ``penalty_scale="cells"`` prices every entry per cell, ``"log_cells"`` every
     entry log(n) times.
 
