@@ -316,7 +316,7 @@ agree_summary.round(2)
 # $\log n$ times for $n$ cells, and every other entry pays it once per cell. A latent shift
 # of $\delta$ control SDs improves a cell's fit by about $\delta^2/2$ nats, so the lead
 # entry's evidence grows like $n\delta^2/2$ against a price that grows like $\log n$: a
-# knockout whose effect is clear but small in the latent space keeps its target. Every
+# knockout whose effect is clear but small in the latent space can keep its target. Every
 # further entry must improve *each* cell's fit by its price, so side shifts under about
 # one SD stay off however many cells support them. The committed diagnostic
 # (`benchmarks/papalexi_masks.py`, the same 150 cells per knockout and 600 controls,
