@@ -334,8 +334,6 @@ if df is not None:
     masks = df[df.variant.str.startswith("SVAEPlus")].copy()
     masks["variant"] = masks.variant.str.replace("SVAEPlus/", "").str.replace(
         "SVAEPlus", "default")
-    if "seed" not in masks:
-        masks["seed"] = 0
     first = masks[masks.seed == masks.seed.min()]  # one seed: knockout by knockout
     by_variant = first.pivot_table(index=["knockout", "observed_effect", "pathway"],
                                    columns="variant", values=["n_targets", "pred_obs_r"])
