@@ -33,7 +33,7 @@
 # with NumPy and pandas (no PyTorch). The {doc}`method <method>` states the model in full, the
 # {doc}`glossary <notation>` its terms, e.g. {term}`mechanism shift <Mechanism shift>`.
 #
-# **Run time.** About 10 s at any scale (measured in the book's CI build of 2026-12-02, one
+# **Run time.** About 15 s at any scale (measured in the book's CI build of 2026-12-07, one
 # CPU thread on a 2-core machine); no model is trained, only NumPy on a toy example.
 # :::
 #

@@ -31,7 +31,7 @@
 # {doc}`method <method>`); the glossary's {term}`library size <Library size>` and
 # {term}`Perturb-seq`; AnnData and a standard scanpy pipeline (PCA, UMAP); no PyTorch.
 #
-# **Run time.** About 20 s at CI scale (measured in the book's CI build of 2026-12-02, one
+# **Run time.** About 45 s at CI scale (measured in the book's CI build of 2026-12-07, one
 # CPU thread on a 2-core machine; a busy machine can take 2-3 times as long); nothing is
 # trained. A few minutes at full scale (a UMAP of 20,000 cells).
 # :::

@@ -34,8 +34,8 @@
 # schedule, metrics); the glossary's {term}`ELBO` and {term}`posterior collapse <Posterior collapse>`;
 # what a VAE is (the models are used through their API, no PyTorch code).
 #
-# **Run time.** About 4 minutes at CI scale (233 s; measured in the book's CI build of
-# 2026-12-02, one CPU thread on a 2-core machine; a busy machine can take 2-3 times as
+# **Run time.** About 6 minutes at CI scale (355 s; measured in the book's CI build of
+# 2026-12-07, one CPU thread on a 2-core machine; a busy machine can take 2-3 times as
 # long): 16 fits of 30 epochs on about 9,150 cells, 15-30 s each (each fit prints its
 # seconds). Full scale: about 8 minutes per fit on one CPU core, 15 fits and 8 sweep fits,
 # so about 3 hours: use a GPU. Every page's time in the build you are reading is on the

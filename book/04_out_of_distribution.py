@@ -33,8 +33,8 @@
 # here); the {doc}`method <method>`; the glossary's {term}`ELBO` and
 # {term}`transfer learning <Transfer learning>`; importance sampling.
 #
-# **Run time.** About 30 s at CI scale after chapter 3 (measured in the book's CI build of
-# 2026-12-02, one CPU thread on a 2-core machine; a busy machine can take 2-3 times as
+# **Run time.** About 40 s at CI scale after chapter 3 (measured in the book's CI build of
+# 2026-12-07, one CPU thread on a 2-core machine; a busy machine can take 2-3 times as
 # long), whose 5 models it reuses; run alone it trains them first (about 2 more minutes).
 # Full scale: about 40 minutes of training alone on a CPU, unless chapter 3 ran: use a GPU.
 # :::

@@ -32,8 +32,8 @@
 # {term}`IWELBO`, {term}`transfer learning <Transfer learning>`,
 # {term}`CRISPRa and CRISPRi <CRISPR knockout, CRISPRi, CRISPRa>` and {term}`pseudobulk <Pseudobulk>`.
 #
-# **Run time.** About 3 minutes at CI scale (188 s; measured in the book's CI build of
-# 2026-12-02, one CPU thread on a 2-core machine; a busy machine can take 2-3 times as
+# **Run time.** About 4.5 minutes at CI scale (262 s; measured in the book's CI build of
+# 2026-12-07, one CPU thread on a 2-core machine; a busy machine can take 2-3 times as
 # long): up to 8 fits of 30 or 60 epochs and about ten transfers of at least 1,000 steps;
 # the five-seed benchmarks are read, not rerun. Plus 2.5 MB of downloads on first use. Full
 # scale: hours on a CPU; use a GPU.
@@ -267,7 +267,7 @@ else:
             [["f1", "auroc", "density", "true_density"]].mean().round(2))
 
 # %% [markdown]
-# ## 1b. Few-cell transfer on a real screen: the IFN-$\gamma$ pathway
+# ## 1b. Few-cell transfer on a real screen: the IFN-γ pathway
 #
 # The Papalexi screen of chapter 5, with the five IFN-$\gamma$ pathway knockouts *held out*
 # from training: the models never see a cell without the pathway's signal. Then the

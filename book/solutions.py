@@ -622,7 +622,7 @@ for name, g in d35.groupby("model"):
 # a nat per cell in ELBO, so the ELBO barely separates good runs from bad ones, and
 # choosing by it is close to choosing at random among reasonable runs.
 #
-# ### Exercise 3.6 ★★★: collapsed latents at $d = 15$
+# ### Exercise 3.6 ★★★: collapsed latents at d = 15
 #
 # Not executed: two fits at the simulator's default size, 5 to 10 minutes each.
 #
