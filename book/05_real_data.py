@@ -195,6 +195,11 @@ print("latents targeted (P > 0.5) per knockout:", n_targets.to_dict())
 # - **shift**: cosine similarity of the learned latent shifts (`model.get_shifts()`,
 #   masked for the sparse model);
 # - **targets**: Jaccard overlap of the learned target sets (sparse model only).
+#
+# A knockout with no learned shift (every mask entry off) has similarity 0 with every
+# other knockout, which cannot tell "no effect learned" from "an effect on other latents".
+# So each model's means are taken over the knockouts it moved (a nonzero shift, or at
+# least one target); `others compared` counts the non-pathway knockouts among them.
 
 # %%
 def cosine(M):
@@ -212,22 +217,31 @@ def jaccard(T):
     return pd.DataFrame(np.where(union > 0, inter / np.maximum(union, 1), 0.0))
 
 
-def within_vs_between(S, names):
+def within_vs_between(S, names, moved):
+    """Mean similarity within the pathway and between pathway and other knockouts, over
+    the knockouts with ``moved`` True (NaN where no pair is left)."""
     S = pd.DataFrame(np.asarray(S), index=names, columns=names)
-    inside = [S.loc[a, b] for i, a in enumerate(pathway) for b in pathway[i + 1:]]
-    others = [p for p in names if p not in pathway]
-    between = [S.loc[a, b] for a in pathway for b in others]
-    return float(np.mean(inside)), float(np.mean(between))
+    kept = [p for p, m in zip(names, moved) if m]
+    path = [p for p in pathway if p in kept]
+    others = [p for p in kept if p not in pathway]
+    inside = [S.loc[a, b] for i, a in enumerate(path) for b in path[i + 1:]]
+    between = [S.loc[a, b] for a in path for b in others]
+    mean = lambda v: float(np.mean(v)) if v else float("nan")  # noqa: E731
+    return {"within pathway": mean(inside), "pathway vs others": mean(between),
+            "others compared": len(others)}
 
 
-sims = {"observed": cosine(observed_lfc.loc[order])}
+effects = {"observed": observed_lfc.loc[order]}
+sims = {"observed": cosine(effects["observed"])}
 for name, model in fitted.items():
-    sims[f"{name} shift"] = cosine(model.get_shifts().loc[order])
+    effects[f"{name} shift"] = model.get_shifts().loc[order]
+    sims[f"{name} shift"] = cosine(effects[f"{name} shift"])
 if "SVAEPlus" in fitted or "SVAE" in fitted:
-    sims[f"{main} targets"] = jaccard(targets > 0.5)
-share = pd.DataFrame({k: within_vs_between(v, order) for k, v in sims.items()},
-                     index=["within pathway", "pathway vs others"]).T
-share["ratio"] = share["within pathway"] / share["pathway vs others"].abs().clip(lower=1e-3)
+    effects[f"{main} targets"] = targets > 0.5
+    sims[f"{main} targets"] = jaccard(effects[f"{main} targets"])
+share = pd.DataFrame.from_dict(
+    {k: within_vs_between(sims[k], order, np.abs(np.asarray(E, float)).sum(1) > 0)
+     for k, E in effects.items()}, orient="index")
 share.round(3)
 
 # %% mystnb={"figure": {"caption": "Similarity between every pair of knockouts (rows and columns in the same order: the five IFN-γ pathway knockouts first, above and left of the black lines, then the others by decreasing observed effect). Panels: 'observed', cosine similarity of the observed log fold changes; '<model> shift', cosine similarity of a model's learned latent shifts; '<model> targets', Jaccard overlap of the sparse model's target sets (0 to 1). Colour from -1 (blue) through 0 (white) to +1 (red); a red top-left block means the pathway knockouts resemble each other.", "name": "fig-ch5-similarity"}, "image": {"alt": "Grid of knockout-by-knockout similarity heatmaps: observed effects, learned shifts and learned targets"}}
@@ -419,33 +433,27 @@ saw.append(f"Before any model, {n_top} of the {len(pathway)} IFN-γ pathway knoc
            f"{compare(w, b)} between pathway and other knockouts ({b:+.2f})"
            + (". That is the grouping the models should find." if observed_groups
               else "."))
-for name, model in fitted.items():
-    w, b = share.loc[f"{name} shift", ["within pathway", "pathway vs others"]]
-    moved = np.abs(model.get_shifts().loc[order].to_numpy()).sum(1) > 0
-    still = [p for p, m in zip(order, moved) if not m and p not in pathway]
-    if not moved.any():
-        saw.append(f"{SHOW[name]} learned NO shift for any knockout (every mask entry "
-                   "off), so its shifts cannot group the knockouts at all.")
+n_others = len(order) - len(pathway)
+for name in fitted:
+    w, b, n_cmp = share.loc[f"{name} shift", ["within pathway", "pathway vs others", "others compared"]]
+    if np.isnan(w):
+        saw.append(f"{SHOW[name]} learned a shift for fewer than two pathway knockouts, so "
+                   "its shifts cannot group them.")
+        continue
+    if n_cmp == 0:
+        saw.append(f"{SHOW[name]}'s learned shifts: similarity within the pathway "
+                   f"{w:+.2f}. NONE of the {n_others} other knockouts has a learned shift "
+                   "(all their mask entries are off), so there is nothing to compare the "
+                   "pathway with: the model moved no other knockout.")
         continue
     verdict = ("reproduces the observed grouping" if observed_groups and w - b > MARGIN
                else "does NOT reproduce the observed grouping" if observed_groups
                else "groups them" if w - b > MARGIN else "does not group them either")
-    n_others = len(order) - len(pathway)
-    if len(still) == n_others:
-        saw.append(f"{SHOW[name]}'s learned shifts: similarity within the pathway "
-                   f"{w:+.2f}. NONE of the {n_others} other knockouts has a learned "
-                   "shift (all their mask entries are off), and a zero shift has "
-                   "similarity 0 with every knockout, so the pathway-vs-others value "
-                   f"({b:+.2f}) is 0 by construction: it says only that the model moved "
-                   "no other knockout.")
-        continue
-    caveat = ("" if not still else
-              f" But {len(still)} of the {n_others} other knockouts have no learned "
-              "shift at all, and a zero shift has similarity 0 with every knockout, so "
-              "the pathway-vs-others value is pulled towards 0 by construction.")
+    caveat = ("" if n_cmp == n_others else
+              f" (pathway vs the {int(n_cmp)} of {n_others} other knockouts with a learned "
+              "shift; the rest have none)")
     saw.append(f"{SHOW[name]}'s learned shifts: similarity within the pathway {w:+.2f}, "
-               f"{compare(w, b)} pathway vs others ({b:+.2f}); the model {verdict}."
-               + caveat)
+               f"{compare(w, b)} pathway vs others ({b:+.2f}){caveat}; the model {verdict}.")
 n_on = int(n_targets.sum())
 if n_on == 0:
     saw.append(f"{SHOW.get(main, main)} switched on NO target (P > 0.5) for any knockout "
