@@ -176,9 +176,11 @@ def load_papalexi():
 #: Network settings swapped between the presets (a model name's suffix, e.g.
 #: ``iVAE/sparse-networks``): the sparse presets' (no encoder dropout, free bits of 0.25 nats
 #: per latent) and the dense ones' (dropout 0.1, the plain ELBO). Given to another model they
-#: isolate what the prior adds from what the networks' settings add.
+#: isolate what the prior adds from what the networks' settings add; ``no-free-bits`` keeps
+#: a preset's dropout and drops only the free bits (the plain ELBO).
 NETWORK_VARIANTS = {"sparse-networks": {"dropout_rate": 0.0, "kl_free_bits": 0.25},
-                    "dense-networks": {"dropout_rate": 0.1, "kl_free_bits": 0.0}}
+                    "dense-networks": {"dropout_rate": 0.1, "kl_free_bits": 0.0},
+                    "no-free-bits": {"kl_free_bits": 0.0}}
 
 
 def network_variant(label: str) -> tuple[str, dict]:

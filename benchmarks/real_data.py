@@ -210,7 +210,10 @@ def papalexi_split(adata, split: str, seed: int) -> list[str]:
     raise ValueError(f"--split {split!r}: use 'ifng' or 'random'.")
 
 
-def run_papalexi(model, args, seed, split):
+def papalexi_cells(split: str, seed: int):
+    """The cells of one Papalexi run: ``(held, train, seen, pool, ev)``: the held-out
+    knockouts, the training cells, unseen cells of seen knockouts (10%), and each held-out
+    knockout's transfer pool and evaluation halves."""
     import svae_lite as sl
 
     adata = sl.datasets.papalexi2021()
@@ -219,11 +222,15 @@ def run_papalexi(model, args, seed, split):
     rest = adata[~lab.isin(held).to_numpy()].copy()
     new = adata[lab.isin(held).to_numpy()].copy()
     new.obs["perturbation"] = new.obs["perturbation"].astype(str)
-    # 10% of the cells of seen perturbations: unseen cells, seen perturbations
     rng = np.random.default_rng(seed)
     test_seen = rng.random(rest.n_obs) < 0.1
     train, seen = rest[~test_seen].copy(), rest[test_seen].copy()
     pool, ev = split_pool_eval(new, "perturbation", seed)
+    return held, train, seen, pool, ev
+
+
+def run_papalexi(model, args, seed, split):
+    held, train, seen, pool, ev = papalexi_cells(split, seed)
     m, secs = _fit(model, train, args, args.papalexi_epochs, seed)
     out = {"screen": f"papalexi/{split}", "model": model, "seed": seed, "held_out": held,
            "train_seconds": secs, "n_train_cells": int(train.n_obs), "n_eval_cells": int(ev.n_obs),

@@ -16,7 +16,8 @@ held-out perturbations with ``model.transfer`` from the first ``n`` cells of eac
 Variants isolate a claim: ``SVAEPlus/no-dense-transfer`` learns the new masks from the
 start (``transfer(dense_fraction=0)``: masks start all on) instead of dense shifts first;
 ``iVAE/sparse-networks`` and ``SVAEPlus/dense-networks`` swap the network settings of the
-two presets (encoder dropout, free bits), to tell the prior's effect from the networks'.
+two presets (encoder dropout, free bits), to tell the prior's effect from the networks';
+``SVAEPlus/no-free-bits`` drops only sVAE+'s free bits (the plain ELBO, still no dropout).
 
 Writes one CSV row per (seed, model, n) and prints paired differences with 95% intervals
 over seeds (t distribution). Seeds 100-104 are fresh: the models' defaults were chosen on
@@ -37,7 +38,7 @@ import _common as C
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("iVAE", "SVAE", "SVAEPlus", "SVAEPlus/no-dense-transfer",
-          "iVAE/sparse-networks", "SVAEPlus/dense-networks")
+          "iVAE/sparse-networks", "SVAEPlus/dense-networks", "SVAEPlus/no-free-bits")
 
 
 def parse(argv=None):
@@ -172,10 +173,16 @@ def report(df: pd.DataFrame) -> str:
              ("SVAE", "iVAE", "heldout_iwelbo"), ("SVAEPlus", "SVAEPlus/no-dense-transfer", "f1"),
              ("SVAEPlus", "SVAEPlus/no-dense-transfer", "heldout_iwelbo"),
              ("SVAEPlus", "iVAE", "seen_iwelbo"),
+             ("SVAEPlus", "iVAE/sparse-networks", "heldout_iwelbo"),
+             ("SVAEPlus", "iVAE/sparse-networks", "seen_iwelbo"),
              ("SVAEPlus/dense-networks", "iVAE", "heldout_iwelbo"),
              ("SVAEPlus/dense-networks", "iVAE", "seen_iwelbo"),
              ("iVAE/sparse-networks", "iVAE", "heldout_iwelbo"),
-             ("iVAE/sparse-networks", "iVAE", "seen_iwelbo")]
+             ("iVAE/sparse-networks", "iVAE", "seen_iwelbo"),
+             ("SVAEPlus/dense-networks", "SVAEPlus", "f1"),
+             ("SVAEPlus/no-free-bits", "iVAE", "heldout_iwelbo"),
+             ("SVAEPlus/no-free-bits", "iVAE", "seen_iwelbo"),
+             ("SVAEPlus/no-free-bits", "SVAEPlus", "f1")]
     tables = [paired(df, m, a, b) for a, b, m in comps if a in models and b in models and m in df]
     if tables:
         parts += ["Paired differences (95% t interval over seeds)",
