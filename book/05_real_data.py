@@ -199,7 +199,8 @@ print("latents targeted (P > 0.5) per knockout:", n_targets.to_dict())
 # A knockout with no learned shift (every mask entry off) has similarity 0 with every
 # other knockout, which cannot tell "no effect learned" from "an effect on other latents".
 # So each model's means are taken over the knockouts it moved (a nonzero shift, or at
-# least one target); `others compared` counts the non-pathway knockouts among them.
+# least one target); `pathway compared` and `others compared` count them. A pathway
+# knockout left out this way is one the model did not group with the others at all.
 
 # %%
 def cosine(M):
@@ -228,7 +229,7 @@ def within_vs_between(S, names, moved):
     between = [S.loc[a, b] for a in path for b in others]
     mean = lambda v: float(np.mean(v)) if v else float("nan")  # noqa: E731
     return {"within pathway": mean(inside), "pathway vs others": mean(between),
-            "others compared": len(others)}
+            "pathway compared": len(path), "others compared": len(others)}
 
 
 effects = {"observed": observed_lfc.loc[order]}
@@ -435,7 +436,8 @@ saw.append(f"Before any model, {n_top} of the {len(pathway)} IFN-γ pathway knoc
               else "."))
 n_others = len(order) - len(pathway)
 for name in fitted:
-    w, b, n_cmp = share.loc[f"{name} shift", ["within pathway", "pathway vs others", "others compared"]]
+    w, b, n_path, n_cmp = share.loc[f"{name} shift", ["within pathway", "pathway vs others",
+                                                       "pathway compared", "others compared"]]
     if np.isnan(w):
         saw.append(f"{SHOW[name]} learned a shift for fewer than two pathway knockouts, so "
                    "its shifts cannot group them.")
@@ -452,7 +454,9 @@ for name in fitted:
     caveat = ("" if n_cmp == n_others else
               f" (pathway vs the {int(n_cmp)} of {n_others} other knockouts with a learned "
               "shift; the rest have none)")
-    saw.append(f"{SHOW[name]}'s learned shifts: similarity within the pathway {w:+.2f}, "
+    among = ("" if n_path == len(pathway) else
+             f" among the {int(n_path)} of {len(pathway)} pathway knockouts it gave a shift")
+    saw.append(f"{SHOW[name]}'s learned shifts: similarity within the pathway{among} {w:+.2f}, "
                f"{compare(w, b)} pathway vs others ({b:+.2f}){caveat}; the model {verdict}.")
 n_on = int(n_targets.sum())
 if n_on == 0:

@@ -297,13 +297,16 @@ elif "SVAEPlus" in few_r and "iVAE" in few_r:
 sim5 = c5["similarity"]
 key = f"{c5['main_model']} shift"
 if key in sim5:
-    w, b, n_cmp = (sim5[key][k] for k in ("within pathway", "pathway vs others", "others compared"))
+    w, b, n_path, n_cmp = (sim5[key][k] for k in ("within pathway", "pathway vs others",
+                                                   "pathway compared", "others compared"))
     o = sim5["observed"]
     testable = n_cmp > 0 and not math.isnan(w)
     claim("Learned mechanisms are biologically coherent (pathway knockouts share latents)",
           "real data (the paper: Replogle 2022 gene clusters)",
-          f"shift cosine within IFN-gamma pathway {w:+.2f} vs to the {int(n_cmp)} other "
-          f"knockouts with a learned shift {b:+.2f} (observed expression: "
+          f"shift cosine within the {int(n_path)} of {len(sl.datasets.PAPALEXI_IFNG_PATHWAY)} "
+          "IFN-gamma pathway knockouts with a "
+          f"learned shift {w:+.2f} vs to the {int(n_cmp)} other knockouts with one {b:+.2f} "
+          f"(observed expression: "
           f"{o['within pathway']:+.2f} vs {o['pathway vs others']:+.2f})",
           yes_no(w > b + margin) if testable else "not testable",
           f"within - between > {margin}, over the knockouts with a learned shift (a zero "
