@@ -1,0 +1,71 @@
+"""Helpers of benchmarks/transfer.py and transfer_weak.py (no training)."""
+import importlib.util
+import sys
+from pathlib import Path
+
+import anndata
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from svae_lite.priors import SparseShift
+
+_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name):
+    sys.path.insert(0, str(_DIR))  # the scripts import _common and real_data
+    try:
+        spec = importlib.util.spec_from_file_location(f"{name}_under_test", _DIR / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    finally:
+        sys.path.remove(str(_DIR))
+
+
+@pytest.fixture(scope="module")
+def tw():
+    return _load("transfer_weak")
+
+
+@pytest.fixture(scope="module")
+def tr():
+    return _load("transfer")
+
+
+def test_lead_on_starts_only_the_largest_entry_of_the_given_rows(tw):
+    prior = SparseShift(3, 4, control_index=0)
+    with torch.no_grad():
+        prior.shift.copy_(torch.tensor([[0.0, 0.0, 0.0, 0.0],
+                                        [0.2, -0.6, 0.1, 0.0],     # weak: every entry under 1 SD
+                                        [0.3, 0.0, 2.0, 0.0]]))    # strong: one entry over 1 SD
+        prior.mask_logit.fill_(7.0)
+    rows = torch.tensor([False, True, True])
+    tw.lead_on(SparseShift.init_mask_from_shifts)(prior, rows)
+    logits = prior.mask_logit.detach()
+    assert torch.all(logits[0] == 7.0)  # a row not given keeps its logits
+    assert logits[1, 1] == pytest.approx(3.0)  # the weak row's largest |shift| starts on
+    assert logits[1, 0] == pytest.approx(3.0 * (0.2 - 1.0))  # the rest as init_mask_from_shifts
+    assert logits[2, 2] == pytest.approx(3.0)
+    assert logits[2, 0] == pytest.approx(3.0 * (0.3 - 1.0))
+
+
+def test_again_relabels_a_copy(tr):
+    a = anndata.AnnData(np.ones((3, 2), dtype=np.float32),
+                        obs=pd.DataFrame({"perturbation": pd.Categorical(["p1", "p1", "p2"])},
+                                         index=["c0", "c1", "c2"]))
+    b = tr.again(a)
+    assert list(b.obs["perturbation"]) == ["p1 (again)", "p1 (again)", "p2 (again)"]
+    assert list(a.obs["perturbation"]) == ["p1", "p1", "p2"]  # the input is not modified
+
+
+def test_no_free_bits_variant_changes_only_free_bits():
+    sys.path.insert(0, str(_DIR))
+    try:
+        import _common as C
+    finally:
+        sys.path.remove(str(_DIR))
+    assert C.network_variant("SVAEPlus/no-free-bits") == ("SVAEPlus", {"kl_free_bits": 0.0})
+    assert C.network_variant("SVAEPlus/seen-space") == ("SVAEPlus", {})
