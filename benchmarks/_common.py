@@ -426,6 +426,21 @@ def run_workers(script: str, specs: list[dict], jobs: int = 1, args=(), report=N
         return list(pool.map(one, specs))
 
 
+def run_seeds(script: str, args, argv) -> None:
+    """Run ``script`` once per seed of ``args.seeds`` (``args.workers`` processes at a time,
+    one torch thread each; each worker returns ``{"rows": [...]}``) and write all rows to
+    the CSV ``args.out`` with its ``.meta.json``."""
+    import pandas as pd
+
+    specs = [{"seed": s, "threads": 1} for s in args.seeds]
+    results = run_workers(script, specs, args.workers, argv,
+                          report=lambda r: print(f"seed {r['rows'][0]['seed']} done", flush=True))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame([r for res in results for r in res["rows"]]).to_csv(out, index=False)
+    write_meta(out, argv)
+
+
 # ---------------------------------------------------------------------------- command line and output
 def add_run_options(p, n_hidden: int = 128, n_layers: int = 2, threads_help: str | None = None):
     """The options every performance benchmark has: network size, torch threads, the JSON

@@ -225,13 +225,7 @@ def main(argv=None):
     if args.worker:  # one seed in this process
         return C.serve(lambda spec: {"rows": run_seed(args, spec["seed"])}, args.worker)
     if not args.load:
-        specs = [{"seed": s, "threads": 1} for s in args.seeds]
-        results = C.run_workers(__file__, specs, args.workers, argv,
-                                report=lambda r: print(f"seed {r['rows'][0]['seed']} done", flush=True))
-        df = pd.DataFrame([r for res in results for r in res["rows"]])
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        df.to_csv(args.out, index=False)
-        C.write_meta(args.out, argv)
+        C.run_seeds(__file__, args, argv)
     df = pd.read_csv(args.out)
     print(report(df))
 
