@@ -106,11 +106,18 @@ def again(adata):
     return out
 
 
-def run_seed(args, seed: int) -> list[dict]:
-    """Every model's fit and transfers on the screen simulated with ``seed`` (a worker's task)."""
+def with_heldout(big, train, n: int):
+    """The training cells plus the first ``n`` cells of each held-out perturbation (never
+    its scored last cells): what the oracle ``*/seen-space`` trains on."""
     import anndata
-    import torch
 
+    held = big[big.obs["split"] != "train"]
+    return anndata.concat([train, C.first_n_per_group(held, "perturbation", n)], merge="same", uns_merge="same")
+
+
+def screen(args, seed: int):
+    """The simulated screen of ``seed``: ``(all cells, training cells, seen_eval)``, where
+    ``seen_eval`` holds ``args.n_eval`` unseen cells of each training perturbation."""
     import svae_lite as sl
 
     n_total = max(max(args.n_cells), args.cells_per_perturbation) + args.n_eval
@@ -119,8 +126,18 @@ def run_seed(args, seed: int) -> list[dict]:
                       n_genes=args.n_genes, seed=seed)
     seen = big[big.obs["split"] == "train"]
     train = C.first_n_per_group(seen, "perturbation", args.cells_per_perturbation)
-    # unseen cells of the training perturbations (disjoint from train: n_total is large enough)
+    # disjoint from train: n_total is large enough
     seen_eval = C.first_n_per_group(seen, "perturbation", args.n_eval, last=True)
+    return big, train, seen_eval
+
+
+def run_seed(args, seed: int) -> list[dict]:
+    """Every model's fit and transfers on the screen simulated with ``seed`` (a worker's task)."""
+    import torch
+
+    import svae_lite as sl
+
+    big, train, seen_eval = screen(args, seed)
     rows = []
     fitted = {}
     for label in args.models:
@@ -128,11 +145,7 @@ def run_seed(args, seed: int) -> list[dict]:
         oracle = label.endswith("/seen-space")
         key = label if model_kw or oracle else name
         if key not in fitted:  # transfer variants reuse their model's fit
-            data = train
-            if oracle:  # also train on the held-out perturbations' first cells (not scored ones)
-                held = big[big.obs["split"] != "train"]
-                data = anndata.concat([train, C.first_n_per_group(held, "perturbation", args.cells_per_perturbation)],
-                                      merge="same", uns_merge="same")
+            data = with_heldout(big, train, args.cells_per_perturbation) if oracle else train
             fitted[key] = fit_model(getattr(sl, name), data, args, seed, model_kw)
         model, mcc, fit_s = fitted[key]
         torch.manual_seed(seed)
