@@ -451,13 +451,15 @@ for name in fitted:
     verdict = ("reproduces the observed grouping" if observed_groups and w - b > MARGIN
                else "does NOT reproduce the observed grouping" if observed_groups
                else "groups them" if w - b > MARGIN else "does not group them either")
-    caveat = ("" if n_cmp == n_others else
-              f" (pathway vs the {int(n_cmp)} of {n_others} other knockouts with a learned "
-              "shift; the rest have none)")
-    among = ("" if n_path == len(pathway) else
-             f" among the {int(n_path)} of {len(pathway)} pathway knockouts it gave a shift")
+    shifts = fitted[name].get_shifts()
+    unmoved = [p for p in pathway if not shifts.loc[p].abs().sum() > 0]
+    among = ("" if not unmoved else f" (the {int(n_path)} of {len(pathway)} it gave a shift; "
+             f"{', '.join(unmoved)} got none)")
+    versus = ("the other knockouts" if n_cmp == n_others else
+              f"the {int(n_cmp)} of {n_others} other knockouts it gave a shift")
     saw.append(f"{SHOW[name]}'s learned shifts: similarity within the pathway{among} {w:+.2f}, "
-               f"{compare(w, b)} pathway vs others ({b:+.2f}){caveat}; the model {verdict}.")
+               f"{compare(w, b)} between the pathway and {versus} ({b:+.2f}); the model "
+               f"{verdict}.")
 n_on = int(n_targets.sum())
 if n_on == 0:
     saw.append(f"{SHOW.get(main, main)} switched on NO target (P > 0.5) for any knockout "
