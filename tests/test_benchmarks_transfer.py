@@ -1,4 +1,4 @@
-"""Helpers of benchmarks/transfer.py and transfer_weak.py (no training)."""
+"""Helpers of benchmarks/transfer.py, transfer_weak.py and likelihood_gap.py (no training)."""
 import importlib.util
 import sys
 from pathlib import Path
@@ -69,3 +69,18 @@ def test_no_free_bits_variant_changes_only_free_bits():
         sys.path.remove(str(_DIR))
     assert C.network_variant("SVAEPlus/no-free-bits") == ("SVAEPlus", {"kl_free_bits": 0.0})
     assert C.network_variant("SVAEPlus/seen-space") == ("SVAEPlus", {})
+
+
+def test_dense_twin_holds_the_sparse_models_networks():
+    import svae_lite as sl
+
+    gap = _load("likelihood_gap")
+    adata = sl.simulate(n_latent=3, n_perturbations=4, n_heldout=0, n_cells_per_perturbation=10,
+                        n_genes=12, seed=0)
+    sl.SVAEPlus.setup_anndata(adata)
+    sparse = sl.SVAEPlus(adata, n_latent=3)
+    twin = gap.dense_twin(sparse, adata)
+    assert isinstance(twin, sl.iVAE)
+    mine, theirs = twin.module.state_dict(), sparse.module.state_dict()
+    assert mine.keys() <= theirs.keys()
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
