@@ -426,19 +426,30 @@ def run_workers(script: str, specs: list[dict], jobs: int = 1, args=(), report=N
         return list(pool.map(one, specs))
 
 
-def run_seeds(script: str, args, argv) -> None:
-    """Run ``script`` once per seed of ``args.seeds`` (``args.workers`` processes at a time,
-    one torch thread each; each worker returns ``{"rows": [...]}``) and write all rows to
-    the CSV ``args.out`` with its ``.meta.json``."""
+def per_seed_main(script: str, argv, parse, run_seed, report) -> None:
+    """The command line of a benchmark with one process per seed. ``parse(argv)`` gives
+    ``seeds``, ``workers``, ``out`` (a CSV), ``load`` and ``worker``; ``run_seed(args, seed)``
+    returns that seed's rows; ``report(DataFrame)`` the text printed at the end. In a worker
+    process (``--worker``) only its seed runs; otherwise every seed runs, ``workers``
+    processes at a time with one torch thread each (unless ``--load``), the rows go to
+    ``out`` with its ``.meta.json``, and the report of ``out`` is printed."""
     import pandas as pd
 
-    specs = [{"seed": s, "threads": 1} for s in args.seeds]
-    results = run_workers(script, specs, args.workers, argv,
-                          report=lambda r: print(f"seed {r['rows'][0]['seed']} done", flush=True))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame([r for res in results for r in res["rows"]]).to_csv(out, index=False)
-    write_meta(out, argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse(argv)
+    if args.worker:
+        serve(lambda spec: {"rows": run_seed(args, spec["seed"])}, args.worker)
+        return
+    if not args.load:
+        specs = [{"seed": s, "threads": 1} for s in args.seeds]
+        results = run_workers(script, specs, args.workers, argv,
+                              report=lambda r: print(f"seed {r['rows'][0]['seed']} done", flush=True))
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame([r for res in results for r in res["rows"]]).to_csv(out, index=False)
+        write_meta(out, argv)
+    pd.set_option("display.width", 200)
+    print(report(pd.read_csv(args.out)))
 
 
 # ---------------------------------------------------------------------------- command line and output

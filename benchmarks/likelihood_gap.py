@@ -20,7 +20,6 @@ given a dense prior. ``--load`` prints both, paired over seeds.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -100,14 +99,7 @@ def report(df: pd.DataFrame) -> str:
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parse(argv)
-    if args.worker:  # one seed in this process
-        return C.serve(lambda spec: {"rows": run_seed(args, spec["seed"])}, args.worker)
-    if not args.load:
-        C.run_seeds(__file__, args, argv)
-    pd.set_option("display.width", 200)
-    print(report(pd.read_csv(args.out)))
+    C.per_seed_main(__file__, argv, parse, run_seed, report)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ seeds 0-2 of benchmarks/identifiability.py.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -233,14 +232,7 @@ def report(df: pd.DataFrame) -> str:
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parse(argv)
-    if args.worker:  # one seed in this process
-        return C.serve(lambda spec: {"rows": run_seed(args, spec["seed"])}, args.worker)
-    if not args.load:
-        C.run_seeds(__file__, args, argv)
-    df = pd.read_csv(args.out)
-    print(report(df))
+    C.per_seed_main(__file__, argv, parse, run_seed, report)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 from unittest import mock
@@ -126,14 +125,7 @@ def report(df: pd.DataFrame) -> str:
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parse(argv)
-    if args.worker:  # one seed in this process
-        return C.serve(lambda spec: {"rows": run_seed(args, spec["seed"])}, args.worker)
-    if not args.load:
-        C.run_seeds(__file__, args, argv)
-    pd.set_option("display.width", 200)
-    print(report(pd.read_csv(args.out)))
+    C.per_seed_main(__file__, argv, parse, run_seed, report)
 
 
 if __name__ == "__main__":
