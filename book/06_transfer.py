@@ -279,7 +279,7 @@ else:
 # free bits), sVAE+ given the iVAE's, and sVAE+ without free bits. Same seeds and cells as
 # above; paired differences in nats per cell with 95% intervals.
 
-# %%
+# %% tags=["hide-input"]
 #: (a, b, what differs between them)
 GAP_PARTS = [("SVAEPlus", "iVAE", "prior and networks"),
              ("SVAEPlus", "iVAE/sparse-networks", "the prior (sVAE+'s networks)"),
@@ -318,7 +318,7 @@ else:
 # (sVAE+'s `transfer()`) and once with a dense shift of every latent (an iVAE holding
 # sVAE+'s networks), and the same unseen cells are scored under each.
 
-# %%
+# %% tags=["hide-input"]
 relearn, relearn_meta = H.benchmark_results("likelihood_gap")
 relearned = None
 if relearn is None or nets is None:
