@@ -188,8 +188,8 @@ print("latents targeted (P > 0.5) per knockout:", n_targets.to_dict())
 # %% [markdown]
 # ## Do the pathway knockouts share latents?
 #
-# Three similarity measures between two knockouts, each compared within the pathway
-# (10 pairs) and between pathway and non-pathway knockouts:
+# Three similarity measures between two knockouts, each averaged within the pathway (up to
+# 10 pairs) and between pathway and non-pathway knockouts:
 #
 # - **observed**: cosine similarity of the observed log fold changes (the data, no model);
 # - **shift**: cosine similarity of the learned latent shifts (`model.get_shifts()`,
