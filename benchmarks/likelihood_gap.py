@@ -53,7 +53,7 @@ def dense_twin(model, adata):
     missing, _ = twin.module.load_state_dict(model.module.state_dict(), strict=False)
     if missing:
         raise RuntimeError(f"parameters not copied to the dense twin: {missing}")
-    twin.is_trained_ = True
+    twin.is_trained_ = True  # it holds trained parameters (scvi-tools checks this flag)
     return twin
 
 
