@@ -332,6 +332,13 @@ def _fmt_targets(lst):
     return ",".join(str(i) for i in lst) if lst else "-"
 
 
+def group_gains(run) -> dict:
+    """Gain of the full transfer over the untransferred model per held-out perturbation of
+    a Papalexi run (nats per evaluation cell)."""
+    return {g: run["transfer"]["ll_per_group"][g] - run["ll_untransferred_per_group"][g]
+            for g in run["held_out"]}
+
+
 def papalexi_tables(runs):
     rows, gains, tg, prog = [], {}, {}, None
     for r in runs:
@@ -344,8 +351,7 @@ def papalexi_tables(runs):
         row["train s"] = r["train_seconds"]
         rows.append(row)
         if "ll_per_group" in r["transfer"]:
-            gains[r["model"]] = {g: r["transfer"]["ll_per_group"][g] - r["ll_untransferred_per_group"][g]
-                                 for g in r["held_out"]}
+            gains[r["model"]] = group_gains(r)
         if "targets" in r:
             tg[r["model"]] = {p: _fmt_targets(v) for p, v in r["targets"].items()}
             tg[r["model"]].update({f"{p} (transferred)": _fmt_targets(v) for p, v in r["transfer"].get("targets", {}).items()})

@@ -105,8 +105,8 @@ def run_seed(args, seed: int) -> list[dict]:
 def ivae_gains(path=RESULTS / "real_paired_papalexi_random.json") -> pd.Series:
     """The iVAE's gain of the full transfer per (seed, knockout), from real_data.py's runs."""
     runs = json.loads(path.read_text())["runs"]
-    gains = pd.Series({(r["seed"], g): r["transfer"]["ll_per_group"][g] - r["ll_untransferred_per_group"][g]
-                       for r in runs if r["model"] == "iVAE" for g in r["held_out"]}, name="iVAE: gain")
+    gains = pd.Series({(r["seed"], g): gain for r in runs if r["model"] == "iVAE"
+                       for g, gain in R.group_gains(r).items()}, name="iVAE: gain")
     return gains.rename_axis(["seed", "knockout"])
 
 
