@@ -105,6 +105,15 @@ def again(adata):
     return out
 
 
+def iwelbo(model, adata, seed: int) -> float:
+    """Mean IWELBO of ``adata`` (nats per cell, 100 importance samples), drawn after
+    resetting torch's random stream to ``seed``: every model sees the same draws."""
+    import torch
+
+    torch.manual_seed(seed)
+    return model.get_marginal_ll(adata, n_samples=100, return_mean=True)
+
+
 def with_heldout(big, train, n: int):
     """The training cells plus the first ``n`` cells of each held-out perturbation (never
     its scored last cells): what the oracle ``*/seen-space`` trains on."""
@@ -132,8 +141,6 @@ def screen(args, seed: int):
 
 def run_seed(args, seed: int) -> list[dict]:
     """Every model's fit and transfers on the screen simulated with ``seed`` (a worker's task)."""
-    import torch
-
     import svae_lite as sl
 
     big, train, seen_eval = screen(args, seed)
@@ -147,8 +154,7 @@ def run_seed(args, seed: int) -> list[dict]:
             data = with_heldout(big, train, args.cells_per_perturbation) if oracle else train
             fitted[key] = fit_model(getattr(sl, name), data, args, seed, model_kw)
         model, mcc, fit_s = fitted[key]
-        torch.manual_seed(seed)
-        seen_iwelbo = model.get_marginal_ll(seen_eval, n_samples=100, return_mean=True)
+        seen_iwelbo = iwelbo(model, seen_eval, seed)
         for n in args.n_cells:
             fit, ev = split_heldout(big, n, args.n_eval)
             if oracle:
@@ -156,9 +162,8 @@ def run_seed(args, seed: int) -> list[dict]:
             kw = {"dense_fraction": 0.0} if label.endswith("/no-dense-transfer") else {}
             new = model.transfer(fit, max_epochs=args.transfer_epochs, seed=seed,
                                  enable_progress_bar=False, **kw)
-            torch.manual_seed(seed)
             # the oracle's encoder was trained on these perturbations: its likelihood is not comparable
-            ll = float("nan") if oracle else new.get_marginal_ll(ev, n_samples=100, return_mean=True)
+            ll = float("nan") if oracle else iwelbo(new, ev, seed)
             row = {"seed": seed, "model": label, "n_cells": n, "train_mcc": mcc, "fit_seconds": fit_s,
                    "heldout_iwelbo": ll, "seen_iwelbo": seen_iwelbo}
             if name in ("SVAE", "SVAEPlus"):
