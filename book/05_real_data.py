@@ -240,9 +240,11 @@ for name, model in fitted.items():
 if "SVAEPlus" in fitted or "SVAE" in fitted:
     effects[f"{main} targets"] = targets > 0.5
     sims[f"{main} targets"] = jaccard(effects[f"{main} targets"])
+# which knockouts each measure moved: a nonzero shift, or at least one target
+moved = {k: pd.Series(np.abs(np.asarray(E, float)).sum(1) > 0, index=order)
+         for k, E in effects.items()}
 share = pd.DataFrame.from_dict(
-    {k: within_vs_between(sims[k], order, np.abs(np.asarray(E, float)).sum(1) > 0)
-     for k, E in effects.items()}, orient="index")
+    {k: within_vs_between(sims[k], order, moved[k]) for k in effects}, orient="index")
 share.round(3)
 
 # %% mystnb={"figure": {"caption": "Similarity between every pair of knockouts (rows and columns in the same order: the five IFN-γ pathway knockouts first, above and left of the black lines, then the others by decreasing observed effect). Panels: 'observed', cosine similarity of the observed log fold changes; '<model> shift', cosine similarity of a model's learned latent shifts; '<model> targets', Jaccard overlap of the sparse model's target sets (0 to 1). Colour from -1 (blue) through 0 (white) to +1 (red); a red top-left block means the pathway knockouts resemble each other.", "name": "fig-ch5-similarity"}, "image": {"alt": "Grid of knockout-by-knockout similarity heatmaps: observed effects, learned shifts and learned targets"}}
@@ -451,8 +453,7 @@ for name in fitted:
     verdict = ("reproduces the observed grouping" if observed_groups and w - b > MARGIN
                else "does NOT reproduce the observed grouping" if observed_groups
                else "groups them" if w - b > MARGIN else "does not group them either")
-    shifts = fitted[name].get_shifts()
-    unmoved = [p for p in pathway if not shifts.loc[p].abs().sum() > 0]
+    unmoved = [p for p in pathway if not moved[f"{name} shift"][p]]
     among = ("" if not unmoved else f" (the {int(n_path)} of {len(pathway)} it gave a shift; "
              f"{', '.join(unmoved)} got none)")
     versus = ("the other knockouts" if n_cmp == n_others else

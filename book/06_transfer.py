@@ -788,7 +788,7 @@ if gap is not None:
     g = gap.set_index(["comparison", "scored on"])
     seen = g.loc[("SVAEPlus - iVAE", "seen perturbations")]
     held = g.loc[("SVAEPlus - iVAE", f"held out, {n_gap} cells")]
-    parts = g.xs("seen perturbations", level="scored on").iloc[1:]
+    parts = g.xs("seen perturbations", level="scored on").drop(index="SVAEPlus - iVAE")
     words = {"tie": "a tie", "a < b": "sVAE+ fits them worse", "a > b": "sVAE+ fits them better"}
     md += ["", f"**Before any transfer**, on unseen cells of the training perturbations, "
            f"sVAE+ - iVAE is {seen['difference']:+.2f} [{seen['low']:+.2f}, "
