@@ -7,8 +7,14 @@ uncertain. :func:`map_latents` finds each cell's MAP latents under the simulator
 model can beat by much since its encoder sees the same counts; :func:`mcc_ceiling` scores
 them with :func:`svae_lite.metrics.cell_level_mcc`. A learned model's MCC is then read as a
 fraction of the ceiling at the same level (pooled, within groups, control cells).
+
+The same true model gives the ceiling of the held-out likelihood:
+:func:`true_log_likelihood` integrates each cell's latents out under it, on the scale of
+a model's IWELBO (nats per cell).
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import scipy.sparse as sp
@@ -18,7 +24,7 @@ from ._validation import check_positive_int
 from .metrics import cell_level_mcc
 from .simulate import CONTROL, stored_decoder, true_prior
 
-__all__ = ["map_latents", "mcc_ceiling"]
+__all__ = ["map_latents", "mcc_ceiling", "true_log_likelihood"]
 
 #: The column of ``obs`` with the simulator's perturbation labels.
 LABELS_KEY = "perturbation"
@@ -71,8 +77,14 @@ class _Posterior:
         return nll + 0.5 * (self.precision * (z - self.mean) ** 2).sum(1)
 
     def newton(self, z) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gradient (cells, d) and Fisher-scoring step (cells, d) at ``z``. The decoder is
-        piecewise linear, so for Poisson counts the Fisher information is the Hessian."""
+        """Gradient (cells, d) and Fisher-scoring step (cells, d) at ``z``."""
+        grad, fisher = self.fisher(z)
+        return grad, -torch.linalg.solve(fisher, grad)
+
+    def fisher(self, z) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradient (cells, d) and Fisher information (cells, d, d) of the negative log
+        posterior at ``z``. The decoder is piecewise linear, so for Poisson counts the Fisher
+        information is the Hessian."""
         log_rho, J = self._decode(z, jacobian=True)
         rho = log_rho.exp()
         mu = self.library * rho
@@ -81,7 +93,27 @@ class _Posterior:
         K = J - (rho[:, :, None] * J).sum(1, keepdim=True)  # Jacobian of the centred logits
         grad = -(K * residual[:, :, None]).sum(1) + self.precision * (z - self.mean)
         fisher = K.transpose(1, 2) @ (weight[:, :, None] * K) + torch.diag_embed(self.precision)
-        return grad, -torch.linalg.solve(fisher, grad)
+        return grad, fisher
+
+    def log_joint(self, z) -> torch.Tensor:
+        """log p(x | z) + log p(z | a) with every normalising constant, nats: ``z`` (samples,
+        cells, d) -> (samples, cells). The counts' likelihood is the one the models use
+        (:meth:`svae_lite.models.ShiftModel.get_marginal_ll`): Poisson or negative binomial
+        with mean library x gene proportions, the library the cell's total counts."""
+        S, n, d = z.shape
+        log_rho, _ = self._decode(z.reshape(S * n, d), jacobian=False)
+        log_mu = torch.log(self.library.clamp(min=1.0)) + log_rho.reshape(S, n, -1)
+        x = self.x
+        if self.theta is None:
+            log_px = x * log_mu - log_mu.exp() - torch.lgamma(x + 1)
+        else:
+            t = torch.as_tensor(self.theta, dtype=x.dtype)
+            log_t_mu = torch.logaddexp(torch.log(t), log_mu)
+            log_px = (torch.lgamma(x + t) - torch.lgamma(t) - torch.lgamma(x + 1)
+                      + t * (torch.log(t) - log_t_mu) + x * (log_mu - log_t_mu))
+        sd = self.precision ** -0.5
+        log_pz = (-0.5 * ((z - self.mean) / sd) ** 2 - torch.log(sd) - 0.5 * math.log(2 * math.pi)).sum(-1)
+        return log_px.sum(-1) + log_pz
 
 
 def _line_search(post: _Posterior, z, f, grad, step, max_halvings: int = 30):
@@ -238,3 +270,84 @@ def mcc_ceiling(adata, method: str = "pearson", **kwargs) -> dict:
     z_map = map_latents(adata, **kwargs)
     return cell_level_mcc(adata.obsm["z_true"], z_map, adata.obs[LABELS_KEY].to_numpy(),
                           control=CONTROL, method=method)
+
+
+def true_log_likelihood(adata, n_samples: int = 1000, df: float = 5.0, seed: int = 0,
+                        batch_size: int = 128, progress: bool = False) -> np.ndarray:
+    """log p(x | a, library) of every cell under a simulation's TRUE generative model: the
+    ceiling of a model's held-out IWELBO (:meth:`svae_lite.models.ShiftModel.get_marginal_ll`)
+    on the same cells.
+
+    The counts' likelihood is written as the models write theirs (Poisson or negative
+    binomial with mean library x gene proportions, the library the cell's total counts), with
+    the simulator's decoder and the true prior of the cell's perturbation
+    (:func:`svae_lite.simulate.true_prior`). The latents are integrated out by importance
+    sampling from a multivariate Student-t (``df`` degrees of freedom) centred on the cell's
+    MAP latents (:func:`map_latents`) with the inverse Fisher information as its scale: a
+    proposal close to the posterior, so the estimate is nearly exact (its bias, like a
+    model's IWELBO's, is downward and shrinks with ``n_samples``). One cell's estimate
+    can move by up to about a nat between seeds (its posterior has kinks where the decoder's
+    LeakyReLUs switch); the mean over a few hundred cells is stable to about 0.02 nats (8
+    latents, 80 genes: 1000 samples against 10,000). No model fitted to the counts can beat
+    it on average over fresh cells, beyond that estimation error.
+
+    Parameters
+    ----------
+    adata
+        The AnnData returned by :func:`svae_lite.simulate`, or a subset of its cells with all
+        genes.
+    n_samples
+        Importance samples per cell.
+    df
+        Degrees of freedom of the Student-t proposal (heavier tails than the posterior keep
+        the importance weights bounded).
+    seed
+        Seed of the importance samples.
+    batch_size
+        Cells per batch (memory grows as cells x samples x genes).
+    progress
+        Show a tqdm progress bar over the batches.
+
+    Returns
+    -------
+    (cells,) float64 array, nats per cell.
+    """
+    n_samples = check_positive_int(n_samples, "n_samples")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    if not df > 0:
+        raise ValueError(f"df={df!r}: the proposal's degrees of freedom must be positive.")
+    decoder = _torch_decoder(adata)
+    theta = _check_simulation(adata, decoder)
+    mean, sd = true_prior(adata, LABELS_KEY)
+    rng = np.random.default_rng(seed)
+    batches = range(0, adata.n_obs, batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, desc="true log-likelihood", unit="batch")
+    out = np.empty(adata.n_obs)
+    for lo in batches:
+        rows = slice(lo, lo + batch_size)
+        x = adata.X[rows]
+        x = torch.as_tensor(x.toarray() if sp.issparse(x) else np.asarray(x), dtype=torch.float64)
+        post = _Posterior(decoder, x, torch.as_tensor(mean[rows]), torch.as_tensor(sd[rows] ** -2.0), theta)
+        z_map = torch.as_tensor(_best_of_starts(post, [mean[rows]], n_steps=50))
+        out[rows] = _importance_estimate(post, z_map, n_samples, df, rng).numpy()
+    return out
+
+
+def _importance_estimate(post: _Posterior, z_map, n_samples: int, df: float, rng) -> torch.Tensor:
+    """log mean_s p(x, z_s) / q(z_s) per cell, z_s drawn from the Student-t proposal q
+    centred on ``z_map`` (cells, d) with scale matrix the inverse Fisher information."""
+    _, fisher = post.fisher(z_map)
+    chol = torch.linalg.cholesky(torch.linalg.inv(fisher))  # (cells, d, d)
+    n, d = z_map.shape
+    eps = torch.as_tensor(rng.standard_normal((n_samples, n, d)))
+    u = torch.as_tensor(rng.chisquare(df, size=(n_samples, n, 1)) / df)
+    z = z_map + (chol @ eps.unsqueeze(-1)).squeeze(-1) / u.sqrt()
+    maha = (eps ** 2).sum(-1) / u.squeeze(-1)
+    log_det = torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
+    log_q = (math.lgamma((df + d) / 2) - math.lgamma(df / 2) - 0.5 * d * math.log(df * math.pi)
+             - log_det - 0.5 * (df + d) * torch.log1p(maha / df))
+    log_w = post.log_joint(z) - log_q
+    return torch.logsumexp(log_w, 0) - math.log(n_samples)

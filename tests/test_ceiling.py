@@ -111,3 +111,45 @@ def test_errors_name_the_problem(sim):
         sl.ceiling.map_latents(renamed)
     with pytest.raises(ValueError, match="n_starts"):
         sl.ceiling.map_latents(sim[:50], n_starts=0)
+
+
+def test_true_log_likelihood_matches_brute_force():
+    """Importance sampling around the MAP agrees with plain Monte Carlo from the prior
+    (100,000 draws; exact enough in d=2) cell by cell."""
+    import math
+
+    a = sl.simulate(n_latent=2, n_perturbations=3, n_cells_per_perturbation=2, n_genes=30,
+                    n_heldout=0, n_targets=(1, 1), seed=1)
+    ll = sl.ceiling.true_log_likelihood(a, n_samples=2000, seed=0)
+    assert ll.shape == (a.n_obs,) and np.isfinite(ll).all()
+    mean, sd = true_prior(a)
+    post = _posterior(a, slice(None))
+    z = torch.as_tensor(mean + sd * np.random.default_rng(0).standard_normal((100_000,) + mean.shape))
+    log_pz = torch.distributions.Normal(torch.as_tensor(mean), torch.as_tensor(sd)).log_prob(z).sum(-1)
+    brute = (torch.logsumexp(post.log_joint(z) - log_pz, 0) - math.log(z.shape[0])).numpy()
+    assert np.abs(ll - brute).max() < 0.15
+    assert abs(ll.mean() - brute.mean()) < 0.02
+    assert np.array_equal(ll, sl.ceiling.true_log_likelihood(a, n_samples=2000, seed=0))
+
+
+def test_true_log_likelihood_is_the_models_likelihood(sim):
+    """log p(x | z) in the ceiling is the negative binomial the models score with: at the
+    true latents it equals torch's NegativeBinomial log-probability with the same mean."""
+    from scvi.distributions import NegativeBinomial
+
+    rows = slice(0, 20)
+    post = _posterior(sim, rows, theta=7.0)
+    z = torch.as_tensor(sim.obsm["z_true"][rows].astype(np.float64))
+    mean, sd = true_prior(sim)
+    log_pz = torch.distributions.Normal(torch.as_tensor(mean[rows]), torch.as_tensor(sd[rows])).log_prob(z).sum(-1)
+    mu = post.library * sl.decoder_proportions(sim, z.numpy())
+    nb = NegativeBinomial(mu=torch.as_tensor(mu), theta=torch.tensor(7.0, dtype=torch.float64))
+    expected = nb.log_prob(post.x).sum(-1) + log_pz
+    assert torch.allclose(post.log_joint(z[None])[0], expected, atol=1e-6)
+
+
+def test_true_log_likelihood_errors(sim):
+    with pytest.raises(ValueError, match="df"):
+        sl.ceiling.true_log_likelihood(sim[:10], df=0)
+    with pytest.raises(ValueError, match="n_samples"):
+        sl.ceiling.true_log_likelihood(sim[:10], n_samples=0)
