@@ -370,6 +370,8 @@ BAD_TRAIN = [
     (dict(train_size=0.0), ValueError, "no training cells"),
     (dict(seed="0"), TypeError, "seed='0'"),
     (dict(dense_fraction=1.0), ValueError, "dense_fraction=1.0"),
+    (dict(lr_anneal=1.0), ValueError, "lr_anneal=1.0"),
+    (dict(lr_anneal=-0.1), ValueError, "lr_anneal=-0.1"),
 ]
 
 
@@ -392,6 +394,25 @@ def test_valid_early_stopping_runs(fresh):
                 early_stopping_monitor="elbo_validation", early_stopping_min_delta=0.0,
                 plan_kwargs={"n_epochs_kl_warmup": 1}, dense_fraction=0.0, **FIT)
     assert fresh.is_trained_ and "elbo_validation" in fresh.history
+
+
+def test_lr_anneal_lowers_both_rates_only_at_the_end(fresh):
+    """lr_anneal=0.5 of 4 epochs: full rates in epochs 1-2, a half cosine in 3-4 (0.5 of
+    the rates in epoch 4), for the networks and the prior alike."""
+    from lightning.pytorch.callbacks import Callback
+
+    from svae_lite._training import anneal_factor
+
+    seen = []
+
+    class Rates(Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            seen.append([g["lr"] for g in trainer.optimizers[0].param_groups])
+
+    fresh.train(max_epochs=4, lr=1e-3, prior_lr=1e-2, lr_anneal=0.5, callbacks=[Rates()], **FIT)
+    assert np.allclose(seen, [[1e-3, 1e-2], [1e-3, 1e-2], [1e-3, 1e-2], [5e-4, 5e-3]])
+    assert [anneal_factor(e, 100, 0.25) for e in (0, 74, 75)] == [1.0, 1.0, 1.0]
+    assert 0 < anneal_factor(99, 100, 0.25) < 0.01
 
 
 # --------------------------------------------------------------------------- determinism
