@@ -61,6 +61,8 @@ def parse(argv=None):
     ap.add_argument("--cells-per-perturbation", type=int, default=80, help="training cells per perturbation")
     ap.add_argument("--n-genes", type=int, default=80)
     ap.add_argument("--max-epochs", type=int, default=None, help="default: the models' default")
+    ap.add_argument("--lr-anneal", type=float, default=None,
+                    help="train()'s lr_anneal for the models' fits (default: train()'s default)")
     ap.add_argument("--transfer-epochs", type=int, default=None, help="default: transfer()'s default")
     ap.add_argument("--workers", type=int, default=1, help="seeds run in parallel processes")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "transfer_sim.csv")
@@ -184,7 +186,8 @@ def fit_model(cls, train, args, seed, model_kwargs):
     cls.setup_anndata(tr)
     model = cls(tr, n_latent=args.n_latent, seed=seed, **model_kwargs)
     t0 = time.time()
-    model.train(max_epochs=args.max_epochs, seed=seed, enable_progress_bar=False)
+    anneal = {} if args.lr_anneal is None else {"lr_anneal": args.lr_anneal}
+    model.train(max_epochs=args.max_epochs, seed=seed, enable_progress_bar=False, **anneal)
     seconds = time.time() - t0
     return model, sl.metrics.mcc(tr.obsm["z_true"], model.get_latent_representation()), seconds
 
