@@ -1,4 +1,4 @@
-"""Helpers of benchmarks/transfer.py, transfer_weak.py and likelihood_gap.py (no training)."""
+"""Helpers of benchmarks/transfer.py, transfer_weak.py, likelihood_gap.py and likelihood_phases.py."""
 import importlib.util
 import sys
 from pathlib import Path
@@ -84,3 +84,26 @@ def test_dense_twin_holds_the_sparse_models_networks():
     mine, theirs = twin.module.state_dict(), sparse.module.state_dict()
     assert mine.keys() <= theirs.keys()
     assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+
+def test_phase_scores_leave_training_unchanged(small_train):
+    """likelihood_phases.scorer scores during training from a forked random stream: the fit
+    is the same as without it, and the last epoch's score is the trained model's IWELBO."""
+    import svae_lite as sl
+
+    phases = _load("likelihood_phases")
+    fits, rows = [], []
+    for callbacks in ([], None):
+        data = small_train.copy()
+        sl.SVAEPlus.setup_anndata(data)
+        model = sl.SVAEPlus(data, n_latent=4, seed=0)
+        if callbacks is None:
+            callbacks = [phases.scorer(model, data[:60], {2, 4}, 0, rows, "SVAEPlus")]
+        model.train(max_epochs=4, seed=0, enable_progress_bar=False, callbacks=callbacks)
+        fits.append(model)
+    z = [m.get_latent_representation() for m in fits]
+    assert np.array_equal(z[0], z[1])
+    assert [(r["epoch"], r["dense"]) for r in rows] == [(2, True), (4, False)]
+    final = fits[1].get_marginal_ll(data[:60], n_samples=100, return_mean=True, seed=0)
+    assert rows[-1]["seen_iwelbo"] == pytest.approx(final, abs=1e-6)
+    assert fits[1].history_ is not None  # scoring did not mark the model trained mid-way
