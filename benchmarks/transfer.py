@@ -63,6 +63,8 @@ def parse(argv=None):
     ap.add_argument("--max-epochs", type=int, default=None, help="default: the models' default")
     ap.add_argument("--lr-anneal", type=float, default=None,
                     help="train()'s lr_anneal for the models' fits (default: train()'s default)")
+    ap.add_argument("--transfer-lr-anneal", type=float, default=None,
+                    help="transfer()'s lr_anneal (default: train()'s default)")
     ap.add_argument("--transfer-epochs", type=int, default=None, help="default: transfer()'s default")
     ap.add_argument("--workers", type=int, default=1, help="seeds run in parallel processes")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "transfer_sim.csv")
@@ -162,6 +164,8 @@ def run_seed(args, seed: int) -> list[dict]:
             if oracle:
                 fit, ev = again(fit), again(ev)
             kw = {"dense_fraction": 0.0} if label.endswith("/no-dense-transfer") else {}
+            if args.transfer_lr_anneal is not None:
+                kw["lr_anneal"] = args.transfer_lr_anneal
             new = model.transfer(fit, max_epochs=args.transfer_epochs, seed=seed,
                                  enable_progress_bar=False, **kw)
             # the oracle's encoder was trained on these perturbations: its likelihood is not comparable
