@@ -187,6 +187,30 @@ def _check_simulation(adata, decoder) -> float | None:
     return None if sim["likelihood"] == "poisson" else float(sim["nb_dispersion"])
 
 
+def _posterior_batches(adata, batch_size: int, progress: bool, desc: str):
+    """The true model's posterior of each batch of ``batch_size`` cells of a simulation: an
+    iterator of ``(rows, _Posterior)`` (a tqdm bar with ``progress``). The simulation is
+    checked at the call, before any batch."""
+    decoder = _torch_decoder(adata)
+    theta = _check_simulation(adata, decoder)
+    mean, sd = true_prior(adata, LABELS_KEY)
+    starts = range(0, adata.n_obs, batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc=desc, unit="batch")
+
+    def batches():
+        for lo in starts:
+            rows = slice(lo, lo + batch_size)
+            x = adata.X[rows]
+            x = torch.as_tensor(x.toarray() if sp.issparse(x) else np.asarray(x), dtype=torch.float64)
+            yield rows, _Posterior(decoder, x, torch.as_tensor(mean[rows]),
+                                   torch.as_tensor(sd[rows] ** -2.0), theta)
+
+    return batches()
+
+
 def map_latents(adata, n_steps: int = 50, n_starts: int = 1, seed: int = 0,
                 batch_size: int = 4096, progress: bool = False) -> np.ndarray:
     """MAP latents of every cell under a simulation's TRUE generative model.
@@ -226,23 +250,12 @@ def map_latents(adata, n_steps: int = 50, n_starts: int = 1, seed: int = 0,
     n_steps = check_positive_int(n_steps, "n_steps")
     n_starts = check_positive_int(n_starts, "n_starts")
     batch_size = check_positive_int(batch_size, "batch_size")
-    decoder = _torch_decoder(adata)
-    theta = _check_simulation(adata, decoder)
+    batches = _posterior_batches(adata, batch_size, progress, "MAP latents")
     mean, sd = true_prior(adata, LABELS_KEY)
     rng = np.random.default_rng(seed)
     starts = [mean] + [mean + sd * rng.standard_normal(mean.shape) for _ in range(n_starts - 1)]
-    batches = range(0, adata.n_obs, batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        batches = tqdm(batches, desc="MAP latents", unit="batch")
     out = np.empty_like(mean)
-    for lo in batches:
-        rows = slice(lo, lo + batch_size)
-        x = adata.X[rows]
-        x = torch.as_tensor(x.toarray() if sp.issparse(x) else np.asarray(x), dtype=torch.float64)
-        post = _Posterior(decoder, x, torch.as_tensor(mean[rows]),
-                          torch.as_tensor(sd[rows] ** -2.0), theta)
+    for rows, post in batches:
         out[rows] = _best_of_starts(post, [start[rows] for start in starts], n_steps)
     return out
 
@@ -316,22 +329,11 @@ def true_log_likelihood(adata, n_samples: int = 1000, df: float = 5.0, seed: int
     batch_size = check_positive_int(batch_size, "batch_size")
     if not df > 0:
         raise ValueError(f"df={df!r}: the proposal's degrees of freedom must be positive.")
-    decoder = _torch_decoder(adata)
-    theta = _check_simulation(adata, decoder)
-    mean, sd = true_prior(adata, LABELS_KEY)
+    batches = _posterior_batches(adata, batch_size, progress, "true log-likelihood")
     rng = np.random.default_rng(seed)
-    batches = range(0, adata.n_obs, batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        batches = tqdm(batches, desc="true log-likelihood", unit="batch")
     out = np.empty(adata.n_obs)
-    for lo in batches:
-        rows = slice(lo, lo + batch_size)
-        x = adata.X[rows]
-        x = torch.as_tensor(x.toarray() if sp.issparse(x) else np.asarray(x), dtype=torch.float64)
-        post = _Posterior(decoder, x, torch.as_tensor(mean[rows]), torch.as_tensor(sd[rows] ** -2.0), theta)
-        z_map = torch.as_tensor(_best_of_starts(post, [mean[rows]], n_steps=50))
+    for rows, post in batches:
+        z_map = torch.as_tensor(_best_of_starts(post, [post.mean.numpy()], n_steps=50))
         out[rows] = _importance_estimate(post, z_map, n_samples, df, rng).numpy()
     return out
 
