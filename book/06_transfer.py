@@ -1093,6 +1093,8 @@ H.save_results("06_transfer", {
         sparse_rows.groupby(["model", "n_cells"])[["f1", "density", "true_density"]].mean()
         .reset_index().to_dict(orient="records")),
     "benchmark_meta": bench_meta or {},
+    "benchmark_annealed": [] if anneal_rows is None else (
+        anneal_rows.drop(columns="cell").to_dict(orient="records")),
     "what_we_saw": "\n".join(md),
 })
 print(f"chapter ran in {H.elapsed()}")
