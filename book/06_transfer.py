@@ -251,8 +251,7 @@ bench_verdicts = []
 if bench is None:
     print("No committed results in benchmarks/results/transfer_sim.csv.")
 else:
-    print(f"benchmarks/results/transfer_sim.csv, {bench_meta.get('date', '?')}, "
-          f"{bench_meta.get('machine', '?')}\n  {bench_meta.get('command', '')}")
+    print(H.benchmark_source("transfer_sim", bench_meta))
     for n, g in bench.groupby("n_cells"):
         wide = g.pivot(index="seed", columns="model", values="heldout_iwelbo")
         for a, b in [("SVAEPlus", "iVAE"), ("SVAE", "iVAE"), ("SVAEPlus", "SVAE")]:
@@ -291,8 +290,7 @@ gap = None
 if nets is None:
     print("No committed results in benchmarks/results/transfer_sim_networks.csv.")
 else:
-    print(f"benchmarks/results/transfer_sim_networks.csv, {nets_meta.get('date', '?')}\n"
-          f"  {nets_meta.get('command', '')}")
+    print(H.benchmark_source("transfer_sim_networks", nets_meta))
     n_gap = int(nets["n_cells"].max())
     at_n = nets[nets["n_cells"] == n_gap]
     rows = []
@@ -324,8 +322,7 @@ relearned = None
 if relearn is None or nets is None:
     print("No committed results in benchmarks/results/likelihood_gap.csv.")
 else:
-    print(f"benchmarks/results/likelihood_gap.csv, {relearn_meta.get('date', '?')}\n"
-          f"  {relearn_meta.get('command', '')}")
+    print(H.benchmark_source("likelihood_gap", relearn_meta))
     ivae_seen = nets[nets.model == "iVAE"].groupby("seed")["seen_iwelbo"].first()
     rl = relearn.set_index("seed").join(ivae_seen.rename("iVAE"))
     relearned = pd.DataFrame(
@@ -351,8 +348,7 @@ below = None
 if ceil is None or nets is None or bench is None:
     print("No committed results in benchmarks/results/likelihood_ceiling.csv.")
 else:
-    print(f"benchmarks/results/likelihood_ceiling.csv, {ceil_meta.get('date', '?')}\n"
-          f"  {ceil_meta.get('command', '')}")
+    print(H.benchmark_source("likelihood_ceiling", ceil_meta))
     # the networks file first: its iVAE rows also have the seen IWELBO (same fits otherwise)
     runs = pd.concat([nets, bench]).drop_duplicates(["seed", "model", "n_cells"])
     runs = runs[(runs.n_cells == n_gap) & runs.model.isin(CEILING_MODELS)].merge(ceil, on="seed")
@@ -384,8 +380,7 @@ phases, phases_meta = H.benchmark_results("likelihood_phases")
 if phases is None or ceil is None:
     print("No committed results in benchmarks/results/likelihood_phases.csv.")
 else:
-    print(f"benchmarks/results/likelihood_phases.csv, {phases_meta.get('date', '?')}\n"
-          f"  {phases_meta.get('command', '')}")
+    print(H.benchmark_source("likelihood_phases", phases_meta))
     ph = phases.merge(ceil, on="seed").assign(
         below=lambda d: d.seen_iwelbo - d.seen_ceiling,
         model=lambda d: d.model.map({"SVAEPlus": "sVAE+", "iVAE/sparse-networks": "iVAE, sVAE+'s networks"}))
@@ -414,8 +409,7 @@ anneal_rows = None
 if annealed is None or nets is None:
     print("No committed results in benchmarks/results/transfer_sim_anneal.csv.")
 else:
-    print(f"benchmarks/results/transfer_sim_anneal.csv, {annealed_meta.get('date', '?')}\n"
-          f"  {annealed_meta.get('command', '')}")
+    print(H.benchmark_source("transfer_sim_anneal", annealed_meta))
     const = pd.concat([nets, bench]).drop_duplicates(["seed", "model", "n_cells"])
     pairs = [("SVAEPlus - iVAE, both annealed", annealed, "SVAEPlus", annealed, "iVAE"),
              ("SVAEPlus - iVAE, constant rates", const, "SVAEPlus", const, "iVAE"),

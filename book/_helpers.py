@@ -467,6 +467,13 @@ def benchmark_results(name: str):
     return pd.read_csv(path), meta
 
 
+def benchmark_source(name: str, meta: dict) -> str:
+    """Where the committed result ``benchmarks/results/<name>.csv`` came from, for the line
+    printed above its table: the file, its date and machine, then its command."""
+    return (f"benchmarks/results/{name}.csv, {meta.get('date', '?')}, {meta.get('machine', '?')}\n"
+            f"  {meta.get('command', '')}")
+
+
 #: The committed full-scale identifiability runs: file name and what its seeds were for.
 FULL_SCALE_RUNS = {"identifiability_defaults_fresh": "fresh seeds",
                    "identifiability_defaults": "seeds 0-2: chose the defaults"}
