@@ -915,7 +915,7 @@ if relearned is not None:
     if prior_part["verdict"] == "tie" and nets_part["verdict"] == "a < b":
         text += (" So the sparse prior's restriction costs nothing at evaluation: the gap "
                  "lives in the networks that sVAE+'s training produced (its prior and "
-                 "settings while training).")
+                 "settings while training, and the epoch where that training stopped).")
     md += ["", text]
 if below is not None:
     b = below.set_index(["model", "scored on"])["below ceiling"]
