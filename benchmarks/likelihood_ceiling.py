@@ -9,7 +9,7 @@ models write theirs, with the cell's total counts as its library) is averaged ov
   ``transfer.py``);
 - ``heldout``: the scored cells of the held-out perturbations (``heldout_iwelbo``).
 
-No model can beat it on average; ``--load`` prints each model's distance below it, paired
+No model should beat it on average (see its docstring); ``--load`` prints each model's distance below it, paired
 over seeds, from ``results/transfer_sim.csv`` and ``results/transfer_sim_networks.csv``.
 
     python benchmarks/likelihood_ceiling.py --seeds 100 101 102 103 104 --workers 2

@@ -336,7 +336,7 @@ else:
 # model is known: `benchmarks/likelihood_ceiling.py` scores the same cells under the
 # simulator's own decoder, prior and count noise (`sl.ceiling.true_log_likelihood`, which
 # integrates each cell's latents out by importance sampling around its MAP latents). No
-# model can beat it on average. The table gives each model's IWELBO minus this ceiling,
+# model should beat it on average. The table gives each model's IWELBO minus this ceiling,
 # nats per cell, paired over the five seeds (95% intervals).
 
 # %% tags=["hide-input"]

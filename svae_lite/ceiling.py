@@ -301,8 +301,13 @@ def true_log_likelihood(adata, n_samples: int = 1000, df: float = 5.0, seed: int
     model's IWELBO's, is downward and shrinks with ``n_samples``). One cell's estimate
     can move by up to about a nat between seeds (its posterior has kinks where the decoder's
     LeakyReLUs switch); the mean over a few hundred cells is stable to about 0.02 nats (8
-    latents, 80 genes: 1000 samples against 10,000). No model fitted to the counts can beat
-    it on average over fresh cells, beyond that estimation error.
+    latents, 80 genes: 1000 samples against 10,000).
+
+    Why it is a ceiling: for Poisson counts, the likelihood with the library read off the
+    counts is the multinomial likelihood of the counts given their total, times a factor of
+    the total alone, the same for every model; no model beats the true multinomial on
+    average over fresh cells. A negative binomial model is held to it approximately (its
+    likelihood approaches the Poisson one as its dispersion grows).
 
     Parameters
     ----------
