@@ -46,6 +46,8 @@ def parse(argv=None):
                     help="random-split seeds (these hold out SMAD4, SPI1, CUL3, MYC or BRD4)")
     ap.add_argument("--epochs", type=int, default=40, help="training epochs (real_data.py's default)")
     ap.add_argument("--n-latent", type=int, default=10)
+    ap.add_argument("--lr-anneal", type=float, default=None,
+                    help="train()'s lr_anneal for the fits (default: train()'s default)")
     ap.add_argument("--workers", type=int, default=1, help="seeds run in parallel processes")
     ap.add_argument("--out", type=Path, default=RESULTS / "transfer_weak.csv")
     ap.add_argument("--load", action="store_true", help="reprint the table of --out without running")
