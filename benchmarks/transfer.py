@@ -23,6 +23,9 @@ first cells (never the scored ones), which are then learned again by transfer un
 labels; it tells what the frozen encoder's unfamiliarity with a perturbation costs its
 targets (no IWELBO: its encoder was trained on these cells).
 
+``--lr-anneal`` and ``--transfer-lr-anneal`` pass ``lr_anneal`` to the models' ``train()``
+and to ``transfer()`` (annealed learning rates; ``results/transfer_sim_anneal*.csv``).
+
 Writes one CSV row per (seed, model, n) and prints paired differences with 95% intervals
 over seeds (t distribution). Seeds 100-104 are fresh: the models' defaults were chosen on
 seeds 0-2 of benchmarks/identifiability.py.
