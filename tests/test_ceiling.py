@@ -134,7 +134,7 @@ def test_true_log_likelihood_matches_brute_force():
 
 def test_true_log_likelihood_is_the_models_likelihood(sim):
     """log p(x | z) in the ceiling is the negative binomial the models score with: at the
-    true latents it equals torch's NegativeBinomial log-probability with the same mean."""
+    true latents it equals scvi-tools' NegativeBinomial log-probability with the same mean."""
     from scvi.distributions import NegativeBinomial
 
     rows = slice(0, 20)
