@@ -426,6 +426,32 @@ def run_workers(script: str, specs: list[dict], jobs: int = 1, args=(), report=N
         return list(pool.map(one, specs))
 
 
+def add_per_seed_options(ap, seeds: list[int], out: Path, seeds_help: str | None = None) -> None:
+    """The options :func:`per_seed_main` reads from ``parse(argv)``: ``--seeds`` (default
+    ``seeds``), ``--workers``, ``--out`` (default ``out``), ``--load`` and the hidden
+    ``--worker``."""
+    import argparse
+
+    ap.add_argument("--seeds", type=int, nargs="+", default=list(seeds), help=seeds_help)
+    ap.add_argument("--workers", type=int, default=1, help="seeds run in parallel processes")
+    ap.add_argument("--out", type=Path, default=out)
+    ap.add_argument("--load", action="store_true", help="reprint the tables of --out without running")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+
+
+def add_lr_anneal_option(ap, flag: str = "--lr-anneal", what: str = "the models' fits") -> None:
+    """``flag``: a value of ``lr_anneal`` for ``what``, read back with :func:`lr_anneal_kwargs`
+    (unset: the function's own default)."""
+    ap.add_argument(flag, type=float, default=None,
+                    help=f"lr_anneal of {what} (default: train()'s default)")
+
+
+def lr_anneal_kwargs(value: float | None) -> dict:
+    """Keyword arguments of ``train()``/``transfer()`` for an ``--lr-anneal`` option: none
+    when it was not given, so that the function's own default applies."""
+    return {} if value is None else {"lr_anneal": value}
+
+
 def per_seed_main(script: str, argv, parse, run_seed, report) -> None:
     """The command line of a benchmark with one process per seed. ``parse(argv)`` gives
     ``seeds``, ``workers``, ``out`` (a CSV), ``load`` and ``worker``; ``run_seed(args, seed)``

@@ -29,12 +29,8 @@ RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[100, 101, 102, 103, 104])
     ap.add_argument("--n-samples", type=int, default=1000, help="importance samples per cell")
-    ap.add_argument("--workers", type=int, default=1, help="seeds run in parallel processes")
-    ap.add_argument("--out", type=Path, default=RESULTS / "likelihood_ceiling.csv")
-    ap.add_argument("--load", action="store_true", help="reprint the tables of --out without running")
-    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    C.add_per_seed_options(ap, [100, 101, 102, 103, 104], RESULTS / "likelihood_ceiling.csv")
     args = ap.parse_args(argv)
     args.screen = T.parse([])  # transfer.py's defaults: the same screens and cells
     return args

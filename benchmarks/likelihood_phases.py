@@ -30,13 +30,9 @@ MODELS = ("SVAEPlus", "iVAE/sparse-networks")
 
 def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[100, 101, 102, 103, 104])
     ap.add_argument("--epochs", type=int, nargs="+", default=[50, 100, 200, 201, 210, 250, 300, 400],
                     help="epochs (1-based) at whose end the unseen cells are scored")
-    ap.add_argument("--workers", type=int, default=1, help="seeds run in parallel processes")
-    ap.add_argument("--out", type=Path, default=RESULTS / "likelihood_phases.csv")
-    ap.add_argument("--load", action="store_true", help="reprint the tables of --out without running")
-    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    C.add_per_seed_options(ap, [100, 101, 102, 103, 104], RESULTS / "likelihood_phases.csv")
     args = ap.parse_args(argv)
     args.screen = T.parse([])  # transfer.py's defaults: the same screens and training
     return args

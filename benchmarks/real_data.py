@@ -170,8 +170,7 @@ def _fit(label, train, args, epochs, seed):
     cls.setup_anndata(train, perturbation_key="perturbation", control="control")
     m = cls(train, n_latent=args.n_latent, **model_kw)
     t0 = time.time()
-    anneal = {} if args.lr_anneal is None else {"lr_anneal": args.lr_anneal}
-    m.train(max_epochs=epochs, seed=seed, enable_progress_bar=False, **anneal)
+    m.train(max_epochs=epochs, seed=seed, enable_progress_bar=False, **C.lr_anneal_kwargs(args.lr_anneal))
     return m, time.time() - t0
 
 
@@ -551,8 +550,7 @@ def main(argv=None):
     ap.add_argument("--mcfaline-epochs", type=int, default=150)
     ap.add_argument("--transfer-epochs", type=int, default=None,
                     help="default: transfer()'s own (at least 200 epochs and 1,000 optimisation steps)")
-    ap.add_argument("--lr-anneal", type=float, default=None,
-                    help="train()'s lr_anneal for the models' fits (default: train()'s default)")
+    C.add_lr_anneal_option(ap)
     ap.add_argument("--n-samples", type=int, default=100, help="importance samples of the IWELBO")
     ap.add_argument("--predict-cells", type=int, default=2000)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0],

@@ -52,7 +52,6 @@ AGAIN = " (again)"
 
 def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[100, 101, 102, 103, 104])
     ap.add_argument("--models", nargs="+", default=list(MODELS[:4]), choices=MODELS,
                     help="default: the models and the no-dense-transfer variant of transfer_sim.csv")
     ap.add_argument("--n-latent", type=int, default=8)
@@ -64,15 +63,10 @@ def parse(argv=None):
     ap.add_argument("--cells-per-perturbation", type=int, default=80, help="training cells per perturbation")
     ap.add_argument("--n-genes", type=int, default=80)
     ap.add_argument("--max-epochs", type=int, default=None, help="default: the models' default")
-    ap.add_argument("--lr-anneal", type=float, default=None,
-                    help="train()'s lr_anneal for the models' fits (default: train()'s default)")
-    ap.add_argument("--transfer-lr-anneal", type=float, default=None,
-                    help="transfer()'s lr_anneal (default: train()'s default)")
+    C.add_lr_anneal_option(ap)
+    C.add_lr_anneal_option(ap, "--transfer-lr-anneal", "transfer()")
     ap.add_argument("--transfer-epochs", type=int, default=None, help="default: transfer()'s default")
-    ap.add_argument("--workers", type=int, default=1, help="seeds run in parallel processes")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "transfer_sim.csv")
-    ap.add_argument("--load", action="store_true", help="reprint the tables of --out without running")
-    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    C.add_per_seed_options(ap, [100, 101, 102, 103, 104], ROOT / "benchmarks" / "results" / "transfer_sim.csv")
     return ap.parse_args(argv)
 
 
@@ -167,8 +161,7 @@ def run_seed(args, seed: int) -> list[dict]:
             if oracle:
                 fit, ev = again(fit), again(ev)
             kw = {"dense_fraction": 0.0} if label.endswith("/no-dense-transfer") else {}
-            if args.transfer_lr_anneal is not None:
-                kw["lr_anneal"] = args.transfer_lr_anneal
+            kw.update(C.lr_anneal_kwargs(args.transfer_lr_anneal))
             new = model.transfer(fit, max_epochs=args.transfer_epochs, seed=seed,
                                  enable_progress_bar=False, **kw)
             # the oracle's encoder was trained on these perturbations: its likelihood is not comparable
@@ -193,8 +186,8 @@ def fit_model(cls, train, args, seed, model_kwargs):
     cls.setup_anndata(tr)
     model = cls(tr, n_latent=args.n_latent, seed=seed, **model_kwargs)
     t0 = time.time()
-    anneal = {} if args.lr_anneal is None else {"lr_anneal": args.lr_anneal}
-    model.train(max_epochs=args.max_epochs, seed=seed, enable_progress_bar=False, **anneal)
+    model.train(max_epochs=args.max_epochs, seed=seed, enable_progress_bar=False,
+                **C.lr_anneal_kwargs(args.lr_anneal))
     seconds = time.time() - t0
     return model, sl.metrics.mcc(tr.obsm["z_true"], model.get_latent_representation()), seconds
 

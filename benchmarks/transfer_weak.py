@@ -42,16 +42,11 @@ WEAK = ("SMAD4", "SPI1", "CUL3", "MYC", "BRD4")
 
 def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 2, 3, 4],
-                    help="random-split seeds (these hold out SMAD4, SPI1, CUL3, MYC or BRD4)")
     ap.add_argument("--epochs", type=int, default=40, help="training epochs (real_data.py's default)")
     ap.add_argument("--n-latent", type=int, default=10)
-    ap.add_argument("--lr-anneal", type=float, default=None,
-                    help="train()'s lr_anneal for the fits (default: train()'s default)")
-    ap.add_argument("--workers", type=int, default=1, help="seeds run in parallel processes")
-    ap.add_argument("--out", type=Path, default=RESULTS / "transfer_weak.csv")
-    ap.add_argument("--load", action="store_true", help="reprint the table of --out without running")
-    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    C.add_lr_anneal_option(ap, what="the fits")
+    C.add_per_seed_options(ap, [0, 2, 3, 4], RESULTS / "transfer_weak.csv",
+                           seeds_help="random-split seeds (these hold out SMAD4, SPI1, CUL3, MYC or BRD4)")
     return ap.parse_args(argv)
 
 
