@@ -303,7 +303,7 @@ else:
                          "difference": r["mean"], "low": r["low"], "high": r["high"],
                          "verdict": r["verdict"]})
     gap = pd.DataFrame(rows)
-    shown = gap.assign(cell=[f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]" + (" tie" if v == "tie" else "")
+    shown = gap.assign(cell=[H.interval(d, lo, hi, v)
                              for d, lo, hi, v in gap[["difference", "low", "high", "verdict"]].values])
     table = shown.pivot(index=["comparison", "what differs"], columns="scored on", values="cell")
     display(table.loc[[(f"{a} - {b}", w) for a, b, w in GAP_PARTS],
@@ -362,7 +362,7 @@ else:
                 rows.append({"model": model, "scored on": where, "below ceiling": r["mean"],
                              "low": r["low"], "high": r["high"]})
     below = pd.DataFrame(rows)
-    cells = below.assign(cell=[f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+    cells = below.assign(cell=[H.interval(m, lo, hi)
                                for m, lo, hi in below[["below ceiling", "low", "high"]].values])
     display(cells.pivot(index="model", columns="scored on", values="cell")
             .reindex(index=CEILING_MODELS, columns=["seen perturbations", f"held out, {n_gap} cells"])
@@ -425,8 +425,7 @@ else:
             r = sl.metrics.paired_difference(xa, xb.reindex(xa.index))
             rows.append({"comparison": what, "scored on": where, "mean": r["mean"], "low": r["low"],
                          "high": r["high"], "verdict": r["verdict"],
-                         "cell": f"{r['mean']:+.2f} [{r['low']:+.2f}, {r['high']:+.2f}]"
-                                 + (" tie" if r["verdict"] == "tie" else "")})
+                         "cell": H.interval(r["mean"], r["low"], r["high"], r["verdict"])})
     anneal_rows = pd.DataFrame(rows)
     display(anneal_rows.pivot(index="comparison", columns="scored on", values="cell")
             .reindex(index=[p[0] for p in pairs], columns=[w for w, _, _ in scored]))
@@ -895,15 +894,15 @@ if gap is not None:
     parts = g.xs("seen perturbations", level="scored on").drop(index="SVAEPlus - iVAE")
     words = {"tie": "a tie", "a < b": "sVAE+ fits them worse", "a > b": "sVAE+ fits them better"}
     md += ["", f"**Before any transfer**, on unseen cells of the training perturbations, "
-           f"sVAE+ - iVAE is {seen['difference']:+.2f} [{seen['low']:+.2f}, "
-           f"{seen['high']:+.2f}] nats/cell ({words[seen['verdict']]}); after transfer from "
+           f"sVAE+ - iVAE is {H.interval(seen['difference'], seen['low'], seen['high'])} "
+           f"nats/cell ({words[seen['verdict']]}); after transfer from "
            f"{n_gap} cells, on held-out perturbations, {held['difference']:+.2f}"
            + (": the held-out gap is no larger than the one before transfer, so transfer "
               "itself does not lose." if held["difference"] >= seen["difference"] else
               ": transfer widens the gap.")
            + " One setting at a time, on seen perturbations: "
-           + "; ".join(f"{r['what differs']} {r['difference']:+.2f} [{r['low']:+.2f}, "
-                       f"{r['high']:+.2f}]" for _, r in parts.iterrows())
+           + "; ".join(f"{r['what differs']} {H.interval(r['difference'], r['low'], r['high'])}"
+                       for _, r in parts.iterrows())
            + (". Every part's interval contains 0: five seeds do not say whether the prior or "
               "the network settings cost the likelihood." if (parts["verdict"] == "tie").all()
               else ".")]
@@ -912,10 +911,9 @@ if relearned is not None:
     said = {"tie": "a tie", "a > b": "the dense prior fits better",
             "a < b": "the sparse prior fits better"}
     text = (f"**Relearned on sVAE+'s frozen networks**, dense - sparse prior is "
-            f"{prior_part['mean']:+.2f} [{prior_part['low']:+.2f}, {prior_part['high']:+.2f}] "
+            f"{H.interval(prior_part['mean'], prior_part['low'], prior_part['high'])} "
             f"nats/cell ({said[prior_part['verdict']]}), and the dense prior on sVAE+'s networks "
-            f"- the iVAE is {nets_part['mean']:+.2f} [{nets_part['low']:+.2f}, "
-            f"{nets_part['high']:+.2f}].")
+            f"- the iVAE is {H.interval(nets_part['mean'], nets_part['low'], nets_part['high'])}.")
     if prior_part["verdict"] == "tie" and nets_part["verdict"] == "a < b":
         text += (" So the sparse prior's restriction costs nothing at evaluation: the gap "
                  "lives in the networks that sVAE+'s training produced (its prior and "
@@ -941,7 +939,7 @@ if anneal_rows is not None:
 
     def said(comparison, where):
         r = ar.loc[(comparison, where)]
-        return f"{r['mean']:+.2f} [{r['low']:+.2f}, {r['high']:+.2f}]", r
+        return H.interval(r["mean"], r["low"], r["high"]), r
 
     seen_txt, seen_r = said("SVAEPlus - iVAE, both annealed", "seen perturbations")
     held_txt, held_r = said("SVAEPlus - iVAE, both annealed", f"held out, {n_gap} cells")

@@ -112,7 +112,8 @@ def paired_verdict(p):
 
 
 def interval(p):
-    return f"{p['mean']:+.2f} [{p['low']:+.2f}, {p['high']:+.2f}]"
+    """A benchmark's paired difference ``p`` (mean, low, high) as text."""
+    return H.interval(p["mean"], p["low"], p["high"])
 
 
 scale = (f"this build: d={c3['n_latent']}, {c3['n_train_perturbations']} perturbations, "
@@ -241,8 +242,7 @@ def with_annealing(n):
     if not len(r):
         return ""
     r = r.iloc[0]
-    return (f"; with annealed learning rates (not the default): {r['mean']:+.2f} "
-            f"[{r['low']:+.2f}, {r['high']:+.2f}]")
+    return f"; with annealed learning rates (not the default): {interval(r)}"
 
 
 def this_build(n):

@@ -467,6 +467,12 @@ def benchmark_results(name: str):
     return pd.read_csv(path), meta
 
 
+def interval(mean: float, low: float, high: float, verdict: str | None = None) -> str:
+    """A paired difference as the book writes it, ``"+0.12 [-0.05, +0.29]"`` (mean and 95%
+    interval, two decimals), with ``" tie"`` appended when ``verdict`` is "tie"."""
+    return f"{mean:+.2f} [{low:+.2f}, {high:+.2f}]" + (" tie" if verdict == "tie" else "")
+
+
 def benchmark_source(name: str, meta: dict) -> str:
     """Where the committed result ``benchmarks/results/<name>.csv`` came from, for the line
     printed above its table: the file, its date and machine, then its command."""
