@@ -21,7 +21,14 @@ from scvi.train import TrainingPlan
 
 from . import _validation as V
 
-__all__ = ["ShiftTrainingPlan", "AlignmentCallback", "TrainingArgs", "default_max_epochs", "phase_callbacks"]
+__all__ = ["ShiftTrainingPlan", "AlignmentCallback", "TrainingArgs", "default_max_epochs", "phase_callbacks",
+           "DEFAULT_LR_ANNEAL"]
+
+
+#: ``train()``'s default ``lr_anneal``: both learning rates fall along a half cosine over the
+#: last quarter of the epochs. With constant rates the fit wanders by about half a nat per
+#: cell between late epochs (benchmarks/README.md, "Learning rates annealed at the end").
+DEFAULT_LR_ANNEAL = 0.25
 
 
 def default_max_epochs(n_obs: int) -> int:
@@ -41,13 +48,13 @@ class TrainingArgs:
     early_stopping: bool
     train_size: float
     seed: int | None
-    lr_anneal: float = 0.0
+    lr_anneal: float = DEFAULT_LR_ANNEAL
     plan_kwargs: dict = field(default_factory=dict)
 
     @classmethod
     def check(cls, n_obs, max_epochs, lr, prior_lr, batch_size, n_epochs_kl_warmup,
               early_stopping, train_size, seed, plan_kwargs, trainer_kwargs,
-              lr_anneal=0.0) -> "TrainingArgs":
+              lr_anneal=DEFAULT_LR_ANNEAL) -> "TrainingArgs":
         """Validate every argument before the trainer starts (clear errors, not Lightning's)."""
         if max_epochs is None:
             max_epochs = default_max_epochs(n_obs)
@@ -150,7 +157,8 @@ class ShiftTrainingPlan(TrainingPlan):
     with one device synchronisation per epoch.
     """
 
-    def __init__(self, module, *, prior_lr: float = 1e-2, lr_anneal: float = 0.0, **kwargs):
+    def __init__(self, module, *, prior_lr: float = 1e-2,
+                 lr_anneal: float = DEFAULT_LR_ANNEAL, **kwargs):
         super().__init__(module, **kwargs)
         self.prior_lr = prior_lr
         self.lr_anneal = lr_anneal

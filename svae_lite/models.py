@@ -31,7 +31,7 @@ from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 from . import _validation as V
 from ._data import TensorDataSplitter
 from ._queries import QueryMixin
-from ._training import ShiftTrainingPlan, TrainingArgs, phase_callbacks
+from ._training import DEFAULT_LR_ANNEAL, ShiftTrainingPlan, TrainingArgs, phase_callbacks
 from ._transfer import TransferMixin
 from .module import ShiftVAEModule
 
@@ -210,7 +210,7 @@ class ShiftModel(QueryMixin, TransferMixin, UnsupervisedTrainingMixin, BaseModel
               dense_fraction: float | None = None, early_stopping: bool = False,
               train_size: float | None = None, accelerator: str = "auto", devices="auto",
               seed: int | None = 0, plan_kwargs: dict | None = None, alignment_rotation=None,
-              lr_anneal: float = 0.0, **trainer_kwargs):
+              lr_anneal: float = DEFAULT_LR_ANNEAL, **trainer_kwargs):
         """Fit the model by maximising the ELBO (scvi-tools trainer: progress bar, history,
         optional early stopping).
 
@@ -246,10 +246,11 @@ class ShiftModel(QueryMixin, TransferMixin, UnsupervisedTrainingMixin, BaseModel
             before the step (None: the sparsest rotation, the default).
         lr_anneal
             Fraction of the epochs, at the end, over which both learning rates fall along a
-            half cosine towards 0 (default 0: constant rates). With constant rates the fit
-            still wanders by about half a nat per cell (held-out log-likelihood) between
-            late epochs, so where training stops decides part of the result; annealing lets
-            it settle (benchmarks/README.md, "Learning rates annealed at the end").
+            half cosine towards 0 (default 0.25, the last quarter; 0: constant rates). With
+            constant rates the fit wanders by about half a nat per cell (held-out
+            log-likelihood) between late epochs, so where training stops decides part of the
+            result; annealing lets it settle (benchmarks/README.md, "Learning rates annealed
+            at the end").
         """
         args = TrainingArgs.check(self.adata.n_obs, max_epochs, lr, prior_lr, batch_size,
                                   n_epochs_kl_warmup, early_stopping, train_size, seed,
