@@ -47,7 +47,9 @@ class TransferMixin:
         ``max_epochs`` defaults to at least 200 epochs and at least
         :data:`MIN_TRANSFER_STEPS` optimisation steps: with few cells an epoch is one step,
         and the prior's parameters (shifts of several control SDs at ``prior_lr``) need
-        hundreds of Adam steps to get there.
+        hundreds of Adam steps to get there. As in ``train()``, the learning rate falls
+        along a half cosine over the last quarter of the epochs (``lr_anneal``, 0 for a
+        constant rate); ``train_kwargs`` go to ``train()``.
         """
         new = self._check_transfer_data(adata_new)
         batch_size = V.check_positive_int(batch_size, "batch_size")

@@ -415,6 +415,30 @@ def test_lr_anneal_lowers_both_rates_only_at_the_end(fresh):
     assert 0 < anneal_factor(99, 100, 0.25) < 0.01
 
 
+def test_training_anneals_the_last_quarter_by_default(fresh):
+    """Default training and transfer: of 8 epochs, the last two have lower rates (0.5 of
+    them in epoch 8); lr_anneal=0 keeps them constant."""
+    from lightning.pytorch.callbacks import Callback
+
+    def net_rates(fit, **kwargs):
+        seen = []
+
+        class Rates(Callback):
+            def on_train_epoch_start(self, trainer, pl_module):
+                seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+        fit(max_epochs=8, callbacks=[Rates()], **kwargs, **FIT)
+        return seen
+
+    quarter = [1e-3] * 7 + [5e-4]
+    assert np.allclose(net_rates(fresh.train), quarter)
+    assert np.allclose(net_rates(fresh.train, lr_anneal=0.0), [1e-3] * 8)
+    # transfer() trains only the prior's parameters, at prior_lr
+    new = fresh.adata[fresh.adata.obs["perturbation"] != "control"].copy()
+    new.obs["perturbation"] = new.obs["perturbation"].astype(str) + " (again)"
+    assert np.allclose(net_rates(lambda **kw: fresh.transfer(new, **kw)), [q * 10 for q in quarter])
+
+
 # --------------------------------------------------------------------------- determinism
 def test_simulation_is_deterministic():
     kw = dict(n_latent=3, n_perturbations=4, n_cells_per_perturbation=20, n_genes=15,
