@@ -85,9 +85,9 @@ VARIANTS = {
     # the dense models with the sparse models' network settings
     "VAE/no-dropout-free-bits": ("VAE", {"dropout_rate": 0.0, "kl_free_bits": 0.25}, {}),
     "iVAE/no-dropout-free-bits": ("iVAE", {"dropout_rate": 0.0, "kl_free_bits": 0.25}, {}),
-    # learning rates annealed over the last quarter of the epochs (train(lr_anneal=0.25))
-    "SVAEPlus/anneal": ("SVAEPlus", {}, {"lr_anneal": 0.25}),
-    "iVAE/anneal": ("iVAE", {}, {"lr_anneal": 0.25}),
+    # constant learning rates (train(lr_anneal=0); the default anneals the last quarter)
+    "SVAEPlus/constant-lr": ("SVAEPlus", {}, {"lr_anneal": 0.0}),
+    "iVAE/constant-lr": ("iVAE", {}, {"lr_anneal": 0.0}),
 }
 
 

@@ -9,8 +9,10 @@ models write theirs, with the cell's total counts as its library) is averaged ov
   ``transfer.py``);
 - ``heldout``: the scored cells of the held-out perturbations (``heldout_iwelbo``).
 
-No model should beat it on average (see its docstring); ``--load`` prints each model's distance below it, paired
-over seeds, from ``results/transfer_sim.csv`` and ``results/transfer_sim_networks.csv``.
+No model should beat it on average (see its docstring); ``--load`` prints each model's
+distance below it, paired over seeds: default training from ``results/transfer_sim.csv``,
+constant learning rates from ``results/transfer_sim_constant_lr.csv`` and
+``results/transfer_sim_networks.csv``.
 
     python benchmarks/likelihood_ceiling.py --seeds 100 101 102 103 104 --workers 2
 """
@@ -50,15 +52,24 @@ def run_seed(args, seed: int) -> list[dict]:
     return [row]
 
 
+def constant_rate_runs() -> pd.DataFrame:
+    """``transfer.py``'s fits with constant learning rates (``--lr-anneal 0``), each model
+    named "<model> (constant rates)": the networks file first, as its iVAE rows also have
+    the seen IWELBO (the same fits otherwise)."""
+    runs = pd.concat([pd.read_csv(RESULTS / "transfer_sim_networks.csv"),
+                      pd.read_csv(RESULTS / "transfer_sim_constant_lr.csv")])
+    runs = runs.drop_duplicates(["seed", "model", "n_cells"])
+    return runs.assign(model=runs.model + " (constant rates)")
+
+
 def below_ceiling(ceiling: pd.DataFrame) -> pd.DataFrame:
     """Each model's IWELBO minus the ceiling (nats per cell), paired over seeds, for the
-    seen perturbations and the held-out ones at every n of ``transfer.py``'s results."""
+    seen perturbations and the held-out ones at every n of ``transfer.py``'s results:
+    default training (``results/transfer_sim.csv``) and constant learning rates."""
     import svae_lite as sl
 
-    # the networks file first: its iVAE rows also have the seen IWELBO (same fits otherwise)
-    runs = pd.concat([pd.read_csv(RESULTS / "transfer_sim_networks.csv"),
-                      pd.read_csv(RESULTS / "transfer_sim.csv")])
-    runs = runs.drop_duplicates(["seed", "model", "n_cells"]).merge(ceiling, on="seed")
+    runs = pd.concat([pd.read_csv(RESULTS / "transfer_sim.csv"), constant_rate_runs()])
+    runs = runs.merge(ceiling, on="seed")
     rows = []
     for (model, n), g in runs.groupby(["model", "n_cells"]):
         for what, col, top in (("seen", "seen_iwelbo", "seen_ceiling"),

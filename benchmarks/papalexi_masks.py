@@ -17,6 +17,9 @@ same seed) and seeds the training; results of several seeds are concatenated wit
 ``seed`` column.
 
     python benchmarks/papalexi_masks.py --max-cells 150 --max-control 600
+
+The committed results (``results/papalexi_masks.csv``) used constant learning rates
+(``--lr-anneal 0``), the default of ``train()`` when they were made.
 """
 from __future__ import annotations
 
@@ -51,6 +54,7 @@ def parse(argv=None):
     ap.add_argument("--n-latent", type=int, default=10)
     ap.add_argument("--max-epochs", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    C.add_lr_anneal_option(ap, what="every fit (the committed results: 0, constant rates)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "papalexi_masks.csv")
     return ap.parse_args(argv)
 
@@ -68,7 +72,8 @@ def diagnose(label, data, observed, args) -> pd.DataFrame:
         def record(m):
             seen["shifts"] = m.module.prior.perturbation_shifts().cpu().numpy()
         extra["alignment_rotation"] = record
-    model.train(max_epochs=args.max_epochs, seed=args.seed, enable_progress_bar=False, **extra)
+    model.train(max_epochs=args.max_epochs, seed=args.seed, enable_progress_bar=False, **extra,
+                **C.lr_anneal_kwargs(args.lr_anneal))
     knockouts = [p for p in model.perturbations_ if p != "control"]
     out = pd.DataFrame(index=knockouts)
     out["observed_effect"] = np.linalg.norm(observed.loc[knockouts].to_numpy(), axis=1)

@@ -24,7 +24,10 @@ labels; it tells what the frozen encoder's unfamiliarity with a perturbation cos
 targets (no IWELBO: its encoder was trained on these cells).
 
 ``--lr-anneal`` and ``--transfer-lr-anneal`` pass ``lr_anneal`` to the models' ``train()``
-and to ``transfer()`` (annealed learning rates; ``results/transfer_sim_anneal*.csv``).
+and to ``transfer()`` (unset: their default, 0.25). ``--lr-anneal 0 --transfer-lr-anneal 0``
+(constant learning rates) gave ``results/transfer_sim_constant_lr.csv`` and
+``results/transfer_sim_networks.csv``; ``--transfer-lr-anneal 0`` alone
+``results/transfer_sim_constant_lr_transfer.csv``.
 
 Writes one CSV row per (seed, model, n) and prints paired differences with 95% intervals
 over seeds (t distribution). Seeds 100-104 are fresh: the models' defaults were chosen on

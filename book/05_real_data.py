@@ -336,10 +336,10 @@ agree_summary.round(2)
 # knockout whose effect is clear but small in the latent space can keep its target. Every
 # further entry must improve *each* cell's fit by its price, so side shifts under about
 # one SD stay off however many cells support them. The committed diagnostic
-# (`benchmarks/papalexi_masks.py`, the same 150 cells per knockout and 600 controls,
-# default training, seed 0) lists each knockout's observed effect (norm of its log fold
-# change over all genes), its largest shift after the dense warm-up (control SDs), and its
-# learned targets under the default and two other prices: every entry per cell
+# (`benchmarks/papalexi_masks.py`, the same 150 cells per knockout and 600 controls, seed
+# 0, constant learning rates: `lr_anneal=0`) lists each knockout's observed effect (norm of
+# its log fold change over all genes), its largest shift after the dense warm-up (control
+# SDs), and its learned targets under the default and two other prices: every entry per cell
 # (`cells-penalty`, `penalty_scale="cells"`) and every entry $\log n$ times (`log-cells-1`,
 # `penalty_scale="log_cells"`, `penalty_weight=1`); read, not rerun.
 
@@ -510,7 +510,7 @@ for name, r in agree_summary.iterrows():
 def full_scale_precision():
     """' (target precision: default a, cells-penalty b, log-cells-1 c; seed s)' from the
     committed full-scale runs of one simulation and seed; '' when they are missing."""
-    fresh, _ = H.benchmark_results("identifiability_defaults_fresh")
+    fresh, _ = H.benchmark_results("identifiability_defaults_constant_lr")  # as log_runs
     log_runs, _ = H.benchmark_results("identifiability_defaults_log_cells")
     if fresh is None or log_runs is None:
         return ""
@@ -521,7 +521,8 @@ def full_scale_precision():
     if not set(labels) <= set(runs.index):
         return ""
     parts = ", ".join(f"{v} {runs[k]:.2f}" for k, v in labels.items())
-    return (f" (target precision at the simulator's full scale: {parts}; seed "
+    return (f" (target precision at the simulator's full scale, constant learning rates: "
+            f"{parts}; seed "
             f"{int(log_runs.seed.iloc[0])}; benchmarks/README.md, 'The price of a mask "
             "entry')")
 
@@ -537,7 +538,7 @@ if masks is not None and {"default", "cells-penalty", "log-cells-1"} <= set(gain
     same = (mask_seed, max_cells_per_perturbation, max_control_cells) == (seed, 150, 600)
     saw.append(f"The committed mask-price diagnostic (seed {mask_seed}, "
                + ("the same cells as this chapter" if same else "other cells than this chapter")
-               + ", default training): outside the "
+               + ", constant learning rates): outside the "
                f"pathway, the default gives {with_targets('default')} a target ({n_none} of "
                f"all {int((first.variant == 'default').sum())} knockouts get none); pricing "
                "every entry per cell "

@@ -232,17 +232,17 @@ bench_targets = pd.DataFrame(c6.get("benchmark_targets", []))
 annealed = pd.DataFrame(c6.get("benchmark_annealed", []))
 
 
-def with_annealing(n):
-    """sVAE+ - iVAE held out from n cells when both train with annealed learning rates
-    (``lr_anneal=0.25``, not the default), or '' without that benchmark."""
+def with_constant_rates(n):
+    """sVAE+ - iVAE held out from n cells when both train with constant learning rates
+    (``lr_anneal=0``; the default anneals them), or '' without that benchmark."""
     if not len(annealed):
         return ""
-    r = annealed[(annealed.comparison == "SVAEPlus - iVAE, both annealed")
+    r = annealed[(annealed.comparison == "SVAEPlus - iVAE, constant rates")
                  & (annealed["scored on"] == f"held out, {n} cells")]
     if not len(r):
         return ""
     r = r.iloc[0]
-    return f"; with annealed learning rates (not the default): {interval(r)}"
+    return f"; with constant learning rates: {interval(r)}"
 
 
 def this_build(n):
@@ -262,7 +262,7 @@ def interval_claim(text, n, pick):
     verdict = VERDICT[r.verdict]
     claim(text, "held-out perturbations",
           f"benchmark ({r.seeds} seeds, {r.cells} cells): sVAE+ - iVAE {r.difference:+.2f} nats/cell "
-          f"[{r['95% low']:+.2f}, {r['95% high']:+.2f}]{with_annealing(r.cells)}; {this_build(n)}",
+          f"[{r['95% low']:+.2f}, {r['95% high']:+.2f}]{with_constant_rates(r.cells)}; {this_build(n)}",
           verdict, "95% interval of the paired difference excludes 0")
 
 

@@ -482,7 +482,7 @@ def benchmark_source(name: str, meta: dict) -> str:
 
 #: The committed full-scale identifiability runs: file name and what its seeds were for.
 FULL_SCALE_RUNS = {"identifiability_defaults_fresh": "fresh seeds",
-                   "identifiability_defaults": "seeds 0-2: chose the defaults"}
+                   "identifiability_defaults": "seeds 0-2: chose the defaults, constant learning rates"}
 
 
 def full_scale_runs():
