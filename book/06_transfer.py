@@ -382,10 +382,10 @@ else:
 
 # %% [markdown]
 # When in training did sVAE+ fall behind? `benchmarks/likelihood_phases.py` trains sVAE+
-# and the iVAE with sVAE+'s networks as above, with constant learning rates, and scores the unseen cells of the training
-# perturbations at chosen epochs, without disturbing training. Until the alignment step
-# (epoch 200 of 400) the two are the same model, trained on the same minibatches: sVAE+'s
-# warm-up is that iVAE.
+# and the iVAE with sVAE+'s networks as above, with constant learning rates, and scores the
+# unseen cells of the training perturbations at chosen epochs, without disturbing training.
+# Until the alignment step (epoch 200 of 400) the two are the same model, trained on the
+# same minibatches: sVAE+'s warm-up is that iVAE.
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Log-likelihood of unseen cells of the training perturbations during training, minus the true model's (0 = the ceiling; nats per cell, higher is better), for sVAE+ and the iVAE with sVAE+'s network settings. Lines: means over five seeds (the simulated screens of the benchmark above); bands: 95% intervals over seeds. Dashed vertical line: sVAE+'s alignment step, after epoch 200, where its masks start. Both models use constant learning rates (`lr_anneal=0`).", "name": "fig-ch6-phases"}, "image": {"alt": "Line plot of held-out log-likelihood minus the ceiling against training epoch for two models, identical until epoch 200, where sVAE+ drops and then recovers, both wandering within about a nat of each other up to epoch 400"}}
 phases, phases_meta = H.benchmark_results("likelihood_phases")
@@ -908,8 +908,8 @@ if gap is not None:
     held = g.loc[("SVAEPlus - iVAE", f"held out, {n_gap} cells")]
     parts = g.xs("seen perturbations", level="scored on").drop(index="SVAEPlus - iVAE")
     words = {"tie": "a tie", "a < b": "sVAE+ fits them worse", "a > b": "sVAE+ fits them better"}
-    md += ["", f"**With constant learning rates, before any transfer**, on unseen cells of the training perturbations, "
-           f"sVAE+ - iVAE is {H.interval(seen['difference'], seen['low'], seen['high'])} "
+    md += ["", "**With constant learning rates, before any transfer**, on unseen cells of the "
+           f"training perturbations, sVAE+ - iVAE is {H.interval(seen['difference'], seen['low'], seen['high'])} "
            f"nats/cell ({words[seen['verdict']]}); after transfer from "
            f"{n_gap} cells, on held-out perturbations, {held['difference']:+.2f}"
            + (": the held-out gap is no larger than the one before transfer, so transfer "
