@@ -79,7 +79,8 @@ def run_seed(args, seed: int) -> list[dict]:
         cls.setup_anndata(tr)
         model = cls(tr, n_latent=args.screen.n_latent, seed=seed, **model_kw)
         model.train(max_epochs=args.screen.max_epochs, seed=seed, enable_progress_bar=False,
-                    **C.lr_anneal_kwargs(args.lr_anneal), callbacks=[scorer(model, seen_eval, set(args.epochs), seed, rows, label)])
+                    **C.lr_anneal_kwargs(args.lr_anneal),
+                    callbacks=[scorer(model, seen_eval, set(args.epochs), seed, rows, label)])
         mcc = sl.metrics.mcc(tr.obsm["z_true"], model.get_latent_representation())
         final = T.iwelbo(model, seen_eval, seed)
         for r in rows:

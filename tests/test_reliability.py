@@ -416,8 +416,9 @@ def test_lr_anneal_lowers_both_rates_only_at_the_end(fresh):
 
 
 def test_training_anneals_the_last_quarter_by_default(fresh):
-    """Default training and transfer: of 8 epochs, the last two have lower rates (0.5 of
-    them in epoch 8); lr_anneal=0 keeps them constant."""
+    """Default training and transfer anneal over the last quarter: of 8 epochs, 7 run at
+    the full rate and the 8th at half of it (the cosine starts at 1 in epoch 7);
+    lr_anneal=0 keeps the rate constant."""
     from lightning.pytorch.callbacks import Callback
 
     def net_rates(fit, **kwargs):
