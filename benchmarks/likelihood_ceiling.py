@@ -34,7 +34,7 @@ def parse(argv=None):
     ap.add_argument("--n-samples", type=int, default=1000, help="importance samples per cell")
     C.add_per_seed_options(ap, [100, 101, 102, 103, 104], RESULTS / "likelihood_ceiling.csv")
     args = ap.parse_args(argv)
-    args.screen = T.parse([])  # transfer.py's defaults: the same screens and cells
+    args.screen = T.default_args()  # transfer.py's screens and cells
     return args
 
 

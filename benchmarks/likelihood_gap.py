@@ -39,8 +39,7 @@ def parse(argv=None):
     C.add_per_seed_options(ap, [100, 101, 102, 103, 104], RESULTS / "likelihood_gap.csv")
     C.add_lr_anneal_option(ap, what="every fit (the committed results: 0, constant rates)")
     args = ap.parse_args(argv)
-    # transfer.py's defaults: the same screens and training
-    args.screen = T.parse([] if args.lr_anneal is None else ["--lr-anneal", str(args.lr_anneal)])
+    args.screen = T.default_args(args.lr_anneal)  # transfer.py's screens and training
     return args
 
 

@@ -73,6 +73,12 @@ def parse(argv=None):
     return ap.parse_args(argv)
 
 
+def default_args(lr_anneal: float | None = None):
+    """This script's default arguments (its screens, cells and training), for the scripts
+    that reuse its fits; ``lr_anneal`` (if given) as ``--lr-anneal``."""
+    return parse([] if lr_anneal is None else ["--lr-anneal", str(lr_anneal)])
+
+
 def split_heldout(adata, n_fit: int, n_eval: int):
     """First ``n_fit`` cells of each held-out perturbation to learn it, last ``n_eval`` to
     score it: the same cells for every model (a paired design)."""
